@@ -1,0 +1,198 @@
+"""Settings, read once from the environment (and an optional `.env`).
+
+Every name here is part of the operator contract (SPEC §11) and is listed in
+`.env.example`. Parsing is strict: a malformed value stops start-up with a
+message naming the variable, rather than running with a surprise.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+load_dotenv(BASE_DIR / ".env", override=False)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed."""
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_int_list(name: str, default: str) -> list[int]:
+    """Comma-separated whole seconds, e.g. `2,5,15`; empty means none."""
+    raw = env_str(name, default)
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be whole numbers separated by commas, not {raw!r}") from None
+    if any(v < 0 for v in values):
+        raise ConfigError(f"{name} must not be negative")
+    return values
+
+
+def env_limit(name: str, default: str) -> str:
+    """A rate-limit string in the `limits` notation, e.g. `5/15minutes;10/day`."""
+    from limits import parse_many
+
+    value = env_str(name, default)
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} is not a rate limit like '120/minute': {value!r}") from None
+    return value
+
+
+def secret_setting(name: str, instance_dir: Path, production: bool) -> str:
+    """A secret from the environment, `NAME_FILE`, or (development only) `instance/`."""
+    value = env_str(name)
+    file_name = env_str(f"{name}_FILE")
+    if not value and file_name:
+        value = Path(file_name).read_text().strip()
+    if value:
+        if production and len(value) < 32:
+            raise ConfigError(f"{name} must be at least 32 characters in production")
+        return value
+    if production:
+        raise ConfigError(f"{name} is required when WPOTP_ENV=production")
+    # Development: generate once, keep in instance/ so restarts keep sessions and codes valid.
+    path = instance_dir / name.lower()
+    if not path.exists():
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+class Config:
+    """Production and development settings. Build with `Config.from_env()`."""
+
+    TESTING = False
+
+    @classmethod
+    def from_env(cls) -> Config:
+        cfg = cls()
+        cfg.load()
+        return cfg
+
+    def load(self) -> None:
+        self.WPOTP_ENV = env_str("WPOTP_ENV", "development")
+        if self.WPOTP_ENV not in ("development", "production"):
+            raise ConfigError(f"WPOTP_ENV must be development or production, not {self.WPOTP_ENV!r}")
+        production = self.WPOTP_ENV == "production"
+        self.INSTANCE_DIR = Path(env_str("WPOTP_INSTANCE_DIR", str(BASE_DIR / "instance")))
+
+        self.SECRET_KEY = secret_setting("SECRET_KEY", self.INSTANCE_DIR, production)
+        self.OTP_HASH_KEY = secret_setting("OTP_HASH_KEY", self.INSTANCE_DIR, production)
+        self.SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", production)
+        if production and not self.SESSION_COOKIE_SECURE:
+            raise ConfigError("SESSION_COOKIE_SECURE=false is refused when WPOTP_ENV=production")
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+
+        default_db = f"sqlite:///{self.INSTANCE_DIR / 'wpotp.db'}"
+        self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_db)
+        self.REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+        self.WPOTP_PROVIDER = env_str("WPOTP_PROVIDER", "sandbox")
+        if self.WPOTP_PROVIDER not in ("sandbox", "cloud_api", "gateway"):
+            raise ConfigError(f"WPOTP_PROVIDER must be sandbox, cloud_api or gateway, not {self.WPOTP_PROVIDER!r}")
+        self.SANDBOX_RECEIPT_DELAY = env_int("SANDBOX_RECEIPT_DELAY", 1)
+
+        self.API_RATE_LIMIT = env_limit("API_RATE_LIMIT", "120/minute")
+        self.LOGIN_RATE_LIMIT = env_limit("LOGIN_RATE_LIMIT", "20/minute")
+        self.RECIPIENT_RATE_LIMIT = env_limit("RECIPIENT_RATE_LIMIT", "5/15minutes;10/day")
+        self.APP_DAILY_SEND_CAP = env_int("APP_DAILY_SEND_CAP", 10000, minimum=1)
+        self.SEND_RETRY_DELAYS = env_int_list("SEND_RETRY_DELAYS", "2,5,15,30,60")
+        self.RESEND_MAX = env_int("RESEND_MAX", 3)
+        self.RESEND_INTERVAL = env_int("RESEND_INTERVAL", 30)
+        self.STUCK_QUEUED_AFTER = env_int("STUCK_QUEUED_AFTER", 60, minimum=5)
+        self.SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 15, minimum=1)
+        self.MAX_CONTENT_LENGTH = env_int("MAX_BODY_BYTES", 16 * 1024, minimum=1024)
+        self.WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+        self.TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
+        self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+
+        self.PORT = env_int("PORT", 8000, minimum=1)
+        self.WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
+
+    # Flask reads these names from the config object.
+    def as_flask_config(self) -> dict:
+        cfg = {k: getattr(self, k) for k in dir(self) if k.isupper()}
+        cfg.update(
+            SQLALCHEMY_ENGINE_OPTIONS=engine_options(self.SQLALCHEMY_DATABASE_URI),
+            RATELIMIT_STORAGE_URI=self.REDIS_URL,
+            RATELIMIT_STRATEGY="fixed-window",
+            RATELIMIT_HEADERS_ENABLED=True,
+            RATELIMIT_HEADER_LIMIT="RateLimit-Limit",
+            RATELIMIT_HEADER_REMAINING="RateLimit-Remaining",
+            RATELIMIT_HEADER_RESET="RateLimit-Reset",
+            RATELIMIT_SWALLOW_ERRORS=False,
+            RATELIMIT_KEY_PREFIX="wpotp",
+        )
+        return cfg
+
+
+class TestConfig(Config):
+    """Settings for the test suite: a throw-away database, Redis db 15, receipts without delay."""
+
+    TESTING = True
+
+    def __init__(self, database_url: str, instance_dir: Path, **overrides):
+        self._database_url = database_url
+        self._instance_dir = instance_dir
+        self._overrides = overrides
+
+    def load(self) -> None:
+        os.environ.setdefault("WPOTP_INSTANCE_DIR", str(self._instance_dir))
+        super().load()
+        self.WPOTP_ENV = "development"
+        self.INSTANCE_DIR = self._instance_dir
+        self.SQLALCHEMY_DATABASE_URI = self._database_url
+        self.REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+        self.SANDBOX_RECEIPT_DELAY = 0
+        self.API_RATE_LIMIT = "100000/minute"
+        self.WEBHOOK_ALLOW_PRIVATE = True
+        for key, value in self._overrides.items():
+            setattr(self, key, value)
+
+
+def engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Writers wait for each other instead of failing with "database is locked".
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_timeout": 30}

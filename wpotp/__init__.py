@@ -1,0 +1,77 @@
+"""wpotp: a self-hosted WhatsApp one-time-password service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config, ConfigError
+
+from .extensions import csrf, db, limiter, login_manager, migrate, redis_client
+from .logs import configure_logging, install_request_id
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the Flask app. No side effects at import time; everything hangs off `config`."""
+    if config is None:
+        config = Config.from_env()
+    elif not hasattr(config, "SQLALCHEMY_DATABASE_URI"):
+        config.load()
+    app = Flask(__name__, instance_path=str(config.INSTANCE_DIR))
+    app.config.from_mapping(config.as_flask_config())
+    _check_provider(app)
+    configure_logging(app)
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"], x_proto=1, x_host=1)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    redis_client.init_app(app)
+    with app.app_context():
+        _tune_sqlite(db.engine)
+
+    from . import models
+    from .api import bp as api_bp
+    from .api.errors import register_error_handlers
+    from .cli import cli
+    from .health import bp as health_bp
+
+    login_manager.user_loader(lambda user_id: db.session.get(models.User, user_id))
+    csrf.exempt(api_bp)  # the API authenticates with keys, not cookies
+    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+    app.cli.add_command(cli)
+    register_error_handlers(app)
+    install_request_id(app)
+    return app
+
+
+def _check_provider(app: Flask) -> None:
+    from .providers.base import available_providers
+
+    name = app.config["WPOTP_PROVIDER"]
+    if name not in available_providers():
+        raise ConfigError(f"WPOTP_PROVIDER={name} is not available in this version; "
+                          f"use one of: {', '.join(available_providers())}")
+
+
+def _tune_sqlite(engine) -> None:
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # WAL lets readers run while a writer commits
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()

@@ -1,0 +1,79 @@
+"""API-key authentication (SPEC §2): one keyed-hash lookup per request, cached on `g`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app, g, request
+from sqlalchemy import select, update
+
+from ..errors import Unauthorized
+from ..extensions import client_ip, db
+from ..models import ApiKey, App
+from ..otp.codes import hash_api_key
+from ..util import utcnow
+
+KEY_PREFIXES = ("wpotp_live_", "wpotp_test_")
+_MISSING = object()
+
+
+def presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("X-API-Key", "").strip() or None
+
+
+def key_digest() -> str:
+    """The keyed hash of whatever key was presented (or `anonymous`)."""
+    if "api_key_digest" not in g:
+        raw = presented_key()
+        g.api_key_digest = hash_api_key(raw) if raw and raw.startswith(KEY_PREFIXES) and len(raw) < 200 \
+            else "anonymous"
+    return g.api_key_digest
+
+
+def lookup_key() -> ApiKey | None:
+    """The live (not revoked) key presented with this request, or None."""
+    found = g.get("api_key", _MISSING)
+    if found is _MISSING:
+        digest = key_digest()
+        found = None
+        if digest != "anonymous":
+            found = db.session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+            if found is not None and found.revoked_at is not None:
+                found = None
+        g.api_key = found
+    return found
+
+
+def require_key() -> tuple[ApiKey, App]:
+    key = lookup_key()
+    if key is None:
+        raise Unauthorized()
+    app = db.session.get(App, key.app_id)
+    _touch(key)
+    return key, app
+
+
+def _touch(key: ApiKey) -> None:
+    """Keep `last_used_at` to the minute without a write on every request."""
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+                           .execution_options(synchronize_session=False))
+        db.session.commit()
+
+
+def api_limit_key() -> str:
+    return f"api:{key_digest()}:{client_ip()}"
+
+
+def api_limit_value() -> str:
+    key = lookup_key()
+    if key is not None:
+        app = db.session.get(App, key.app_id)
+        if app is not None and app.api_rate_limit:
+            return app.api_rate_limit
+    return current_app.config["API_RATE_LIMIT"]

@@ -1,0 +1,95 @@
+"""Every /v1 answer that is not 2xx is `{"error": {"code", "message", "details"}}` (SPEC §3).
+
+Registered on the whole app and applied to /v1 paths, so unknown routes, wrong methods,
+oversized bodies, rate limits and outages under /v1 all answer in the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from flask import Flask, Response, jsonify, request
+from flask_limiter.errors import RateLimitExceeded
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from ..errors import (
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    ValidationError,
+    WpotpError,
+)
+from ..extensions import db, limiter
+
+log = logging.getLogger("wpotp.api")
+
+OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError, InterfaceError)
+
+
+def envelope(err: WpotpError) -> Response:
+    body: dict = {"code": err.code, "message": err.message}
+    if err.details:
+        body["details"] = err.details
+    response = jsonify({"error": body})
+    response.status_code = err.status
+    for name, value in err.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _is_api() -> bool:
+    return request.path == "/v1" or request.path.startswith("/v1/") or request.path.startswith("/compat/")
+
+
+def _rate_limited(exc: RateLimitExceeded) -> RateLimited:
+    current = limiter.current_limit
+    retry = int(current.reset_at - time.time()) + 1 if current else 60
+    return RateLimited(str(exc.limit.limit), retry)
+
+
+def _http(exc: HTTPException) -> WpotpError:
+    if isinstance(exc, RateLimitExceeded):
+        return _rate_limited(exc)
+    if exc.code == 404:
+        return NotFound(f"No route {request.method} {request.path}.")
+    if exc.code == 405:
+        return MethodNotAllowed(headers={"Allow": ", ".join(exc.valid_methods or [])})
+    if exc.code == 413:
+        return PayloadTooLarge()
+    if exc.code == 400:
+        return ValidationError("The request could not be read.")
+    err = WpotpError(exc.description)
+    err.status, err.code = exc.code or 500, (exc.name or "error").upper().replace(" ", "_")
+    return err
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(WpotpError)
+    def handle_wpotp(exc: WpotpError):
+        db.session.rollback()
+        return envelope(exc)
+
+    @app.errorhandler(HTTPException)
+    def handle_http(exc: HTTPException):
+        if not _is_api():
+            return exc
+        return envelope(_http(exc))
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        db.session.rollback()
+        if isinstance(exc, OUTAGES):
+            log.error("backing service unavailable: %s", type(exc).__name__)
+            err: WpotpError = ServiceUnavailable()
+        else:
+            log.exception("unhandled error")
+            err = WpotpError("Something went wrong on our side; nothing was changed.")
+            err.status, err.code = 500, "INTERNAL_ERROR"
+        if not _is_api():
+            return err.message, err.status
+        return envelope(err)

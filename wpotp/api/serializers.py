@@ -1,0 +1,69 @@
+"""How objects look in /v1 answers: camelCase, ISO-8601 UTC with milliseconds. Never a code."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import Event, Otp, Template, VerifyAttempt
+from ..util import iso
+
+
+def otp_summary(otp: Otp) -> dict:
+    return {
+        "id": otp.id,
+        "status": otp.status,
+        "recipient": otp.recipient,
+        "reference": otp.reference,
+        "templateId": otp.template_id,
+        "expiresAt": iso(otp.expires_at),
+        "createdAt": iso(otp.created_at),
+    }
+
+
+def otp_detail(otp: Otp, with_timeline: bool = True) -> dict:
+    data = otp_summary(otp)
+    data.update({
+        "language": otp.language,
+        "mode": otp.mode,
+        "attempts": otp.attempts,
+        "attemptsRemaining": otp.attempts_remaining,
+        "maxAttempts": otp.max_attempts,
+        "resends": otp.generation - 1,
+        "sentAt": iso(otp.sent_at),
+        "deliveredAt": iso(otp.delivered_at),
+        "readAt": iso(otp.read_at),
+        "verifiedAt": iso(otp.verified_at),
+        "failedAt": iso(otp.failed_at),
+        "canceledAt": iso(otp.canceled_at),
+        "expiredAt": iso(otp.expired_at),
+        "error": otp.error,
+    })
+    if with_timeline:
+        events = db.session.scalars(
+            select(Event).where(Event.otp_id == otp.id).order_by(Event.created_at, Event.id)
+        ).all()
+        data["timeline"] = [event_item(e) for e in events]
+    return data
+
+
+def event_item(event: Event) -> dict:
+    return {"id": event.id, "type": event.type, "status": event.data.get("status"),
+            "createdAt": iso(event.created_at), **({"error": event.data["error"]} if "error" in event.data else {})}
+
+
+def attempt_item(attempt: VerifyAttempt) -> dict:
+    return {"createdAt": iso(attempt.created_at), "result": attempt.result, "ip": attempt.ip}
+
+
+def template_item(template: Template) -> dict:
+    return {
+        "id": template.id,
+        "name": template.name,
+        "language": template.language,
+        "category": template.category,
+        "status": template.status,
+        "body": template.body,
+        "copyCodeButton": template.copy_code_button,
+        "isDefault": template.is_default,
+    }

@@ -1,0 +1,140 @@
+"""`flask --app wsgi wpotp ...` (SPEC §11). A secret a command creates is printed once,
+alone on the last line of its output, so scripts can take it with `tail -n 1`."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from flask_migrate import upgrade
+from rq import SimpleWorker
+from sqlalchemy import or_, select
+
+from .extensions import QUEUE_NAMES, db, get_queue, redis_client
+from .models import ApiKey, App, User
+from .otp.codes import hash_api_key
+from .otp.templates import seed_default_templates
+from .util import random_base62
+
+cli = AppGroup("wpotp", help="wpotp administration.")
+
+DEFAULT_ADMIN_EMAIL = "admin@localhost"
+
+
+def find_app(name_or_id: str) -> App:
+    app = db.session.scalars(select(App).where(or_(App.name == name_or_id, App.id == name_or_id))).first()
+    if app is None:
+        raise click.ClickException(f"no app named {name_or_id!r}; create it with `wpotp create-app --name ...`")
+    return app
+
+
+@cli.command("init")
+def init_command() -> None:
+    """Apply migrations; create the default app, templates and (if none) an admin user."""
+    from . import MIGRATIONS_DIR
+
+    upgrade(directory=MIGRATIONS_DIR)
+    if db.session.scalars(select(App).where(App.name == "default")).first() is None:
+        db.session.add(App(name="default"))
+        click.echo("created app 'default'")
+    created = seed_default_templates()
+    if created:
+        click.echo(f"created {created} default template(s)")
+    password = None
+    if db.session.scalars(select(User)).first() is None:
+        password = secrets.token_urlsafe(12)
+        user = User(email=DEFAULT_ADMIN_EMAIL, role="admin")
+        user.set_password(password)
+        db.session.add(user)
+    db.session.commit()
+    click.echo("database is up to date")
+    if password:
+        click.echo(f"created admin user {DEFAULT_ADMIN_EMAIL}; its password is on the next line")
+        click.echo(password)
+
+
+@cli.command("create-user")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--role", type=click.Choice(["admin", "viewer"]), required=True)
+def create_user_command(email: str, password: str, role: str) -> None:
+    """Create a console user, or reset the password and role of an existing one."""
+    if len(password) < 8:
+        raise click.ClickException("the password must be at least 8 characters")
+    email = email.strip().lower()
+    user = db.session.scalars(select(User).where(User.email == email)).first()
+    verb = "updated" if user else "created"
+    if user is None:
+        user = User(email=email, role=role)
+        db.session.add(user)
+    user.role = role
+    user.set_password(password)
+    db.session.commit()
+    click.echo(f"{verb} {role} user {email}")
+
+
+@cli.command("create-app")
+@click.option("--name", required=True)
+def create_app_command(name: str) -> None:
+    """Create an app; its public id is the last line."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise click.ClickException("the name must be 1 to 100 characters")
+    if db.session.scalars(select(App).where(App.name == name)).first() is not None:
+        raise click.ClickException(f"an app named {name!r} exists already")
+    app = App(name=name)
+    db.session.add(app)
+    db.session.commit()
+    click.echo(f"created app {name!r}")
+    click.echo(app.id)
+
+
+def issue_key(app: App, mode: str, name: str = "") -> tuple[ApiKey, str]:
+    """Make an API key; the secret is returned once and only its keyed hash is kept."""
+    secret = f"wpotp_{mode}_{random_base62(40)}"
+    key = ApiKey(app_id=app.id, mode=mode, name=name, key_hash=hash_api_key(secret), prefix=secret[:15])
+    db.session.add(key)
+    db.session.commit()
+    return key, secret
+
+
+@cli.command("create-key")
+@click.option("--app", "app_name", required=True, help="the app's name or id")
+@click.option("--mode", type=click.Choice(["test", "live"]), required=True)
+@click.option("--name", default="", help="a label for staff")
+def create_key_command(app_name: str, mode: str, name: str) -> None:
+    """Create an API key: its id on the line before the last, the secret (shown once) on the last."""
+    key, secret = issue_key(find_app(app_name), mode, name)
+    click.echo(f"created {mode} key for app {app_name!r}; the secret is shown once, on the last line")
+    click.echo(key.id)
+    click.echo(secret)
+
+
+@cli.command("worker")
+@click.option("--burst", is_flag=True, help="work until the queues are empty, then stop")
+def worker_command(burst: bool) -> None:
+    """An RQ worker on every queue, with the scheduler and the periodic-job ticker."""
+    from .jobs.schedule import start_ticker
+
+    app = current_app._get_current_object()
+    stop = threading.Event()
+    if not burst:
+        start_ticker(app, stop)
+    queues = [get_queue(name) for name in QUEUE_NAMES]
+    worker = SimpleWorker(queues, connection=redis_client.conn)
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level=app.config["LOG_LEVEL"])
+    finally:
+        stop.set()
+
+
+@cli.command("sweep")
+def sweep_command() -> None:
+    """Expire due OTPs and rescue stuck sends, once."""
+    from .otp.maintenance import sweep
+
+    result = sweep()
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))

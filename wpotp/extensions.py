@@ -1,0 +1,57 @@
+"""Flask extensions and shared clients, created unbound; `create_app` binds them."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from rq import Queue
+from sqlalchemy import MetaData
+
+# Stable constraint names so Alembic migrations read the same on SQLite and PostgreSQL.
+naming = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=naming))
+migrate = Migrate()
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+
+def client_ip() -> str:
+    """The caller's address; proxies are trusted only as far as TRUSTED_PROXIES says (ProxyFix)."""
+    return request.remote_addr or "unknown"
+
+
+limiter = Limiter(key_func=client_ip)
+
+QUEUE_NAMES = ("otp", "default")
+
+
+class RedisHolder:
+    """One Redis connection pool per app, reachable as `redis_client.conn`."""
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["wpotp_redis"] = redis.Redis.from_url(
+            app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        )
+
+    @property
+    def conn(self) -> redis.Redis:
+        return current_app.extensions["wpotp_redis"]
+
+
+redis_client = RedisHolder()
+
+
+def get_queue(name: str = "default") -> Queue:
+    return Queue(name, connection=redis_client.conn)

@@ -1,0 +1,37 @@
+"""/healthz (the process answers) and /readyz (the database and Redis answer)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+
+from .extensions import db, limiter, redis_client
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+@limiter.exempt
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+@limiter.exempt
+def readyz():
+    checks = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        db.session.rollback()
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        redis_client.conn.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "unavailable", "checks": checks,
+            "provider": current_app.config["WPOTP_PROVIDER"]}
+    return jsonify(body), 200 if ready else 503

@@ -1,0 +1,50 @@
+"""RQ jobs. Each job takes ids, re-reads the database, and is safe to run twice.
+
+`@job` gives every job its own app context (so its own database session) and a log line
+stamped with the RQ job id. The web process and the worker share these functions by
+dotted path, so enqueueing never imports the worker's code.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+
+from ..extensions import db
+
+log = logging.getLogger("wpotp.jobs")
+_worker_app: Flask | None = None
+
+
+def _app() -> Flask:
+    global _worker_app
+    if has_app_context():
+        return current_app._get_current_object()
+    if _worker_app is None:  # a plain `rq worker` process: build the app once
+        from .. import create_app
+
+        _worker_app = create_app()
+    return _worker_app
+
+
+def job(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _app().app_context():
+            started = time.monotonic()
+            try:
+                return func(*args, **kwargs)
+            except Exception:
+                db.session.rollback()
+                log.exception("job %s failed", func.__name__)
+                raise
+            finally:
+                log.info("job %s done in %.1f ms", func.__name__, (time.monotonic() - started) * 1000)
+                db.session.remove()
+
+    return wrapper

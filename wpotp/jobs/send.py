@@ -1,0 +1,11 @@
+"""The send job: one OTP generation to its provider."""
+
+from __future__ import annotations
+
+from ..otp import delivery
+from . import job
+
+
+@job
+def send_otp_job(otp_id: str, generation: int, try_number: int = 1) -> str:
+    return delivery.deliver_otp(otp_id, generation, try_number)

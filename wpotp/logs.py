@@ -1,0 +1,68 @@
+"""Structured logs: one JSON object per line, stamped with the request id or RQ job id.
+
+No code or API key is ever passed to a logger; request logs carry the path, never the
+query string or body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from flask import Flask, g, has_request_context, request
+
+from .util import random_base62
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if has_request_context():
+            entry["request_id"] = g.get("request_id")
+        try:
+            from rq import get_current_job
+
+            job = get_current_job()
+            if job is not None:
+                entry["job_id"] = job.id
+        except Exception:  # noqa: S110 - logging must never fail
+            pass
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(app: Flask) -> None:
+    root = logging.getLogger("wpotp")
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+    root.setLevel(app.config["LOG_LEVEL"])
+    root.propagate = False
+
+
+def install_request_id(app: Flask) -> None:
+    log = logging.getLogger("wpotp.request")
+
+    @app.before_request
+    def _start():
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() and incoming.isprintable() \
+            else "req_" + random_base62(16)
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        if "started" in g:
+            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
+                     (time.monotonic() - g.started) * 1000)
+        return response

@@ -1,0 +1,212 @@
+"""The tables. Times are naive UTC (`wpotp.util.utcnow`); ids are prefixed random strings."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+from .util import new_id, utcnow
+
+
+class OtpStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    READ = "READ"
+    VERIFIED = "VERIFIED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELED = "CANCELED"
+
+
+# Statuses in which an OTP can still be verified, resent or canceled.
+ACTIVE_STATUSES = (OtpStatus.QUEUED, OtpStatus.SENT, OtpStatus.DELIVERED, OtpStatus.READ)
+TERMINAL_STATUSES = (OtpStatus.VERIFIED, OtpStatus.FAILED, OtpStatus.EXPIRED, OtpStatus.CANCELED)
+_ACTIVE_SQL = "status IN ('QUEUED','SENT','DELIVERED','READ')"
+
+
+class App(db.Model):
+    """An integrating application: owns keys, OTPs and its own OTP settings and limits."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("app"))
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    otp_length: Mapped[int] = mapped_column(Integer, default=6)
+    otp_ttl: Mapped[int] = mapped_column(Integer, default=300)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    # Comma-separated ISO 3166 regions; empty means every country.
+    allowed_countries: Mapped[str] = mapped_column(String(1000), default="")
+    # Overrides of the global settings; NULL means "use the setting".
+    api_rate_limit: Mapped[str | None] = mapped_column(String(100))
+    recipient_rate_limit: Mapped[str | None] = mapped_column(String(100))
+    daily_send_cap: Mapped[int | None] = mapped_column(Integer)
+    default_language: Mapped[str] = mapped_column(String(16), default="en")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def allowed_country_set(self) -> set[str]:
+        return {c.strip().upper() for c in self.allowed_countries.split(",") if c.strip()}
+
+
+class ApiKey(db.Model):
+    """A key's secret is kept only as a keyed hash; `prefix` is what staff see."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    mode: Mapped[str] = mapped_column(String(8))  # "test" or "live"
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(24))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Template(db.Model):
+    """A WhatsApp message template. `{{1}}` in the body is where the code goes."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tpl"))
+    name: Mapped[str] = mapped_column(String(512))
+    language: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(32), default="AUTHENTICATION")
+    body: Mapped[str] = mapped_column(Text)
+    copy_code_button: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(32), default="APPROVED")
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_templates_name_language", "name", "language", unique=True),)
+
+
+class Otp(db.Model):
+    """One verification. The code exists here only as `code_hash` (HMAC of id + code)."""
+
+    __tablename__ = "otps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("otp"))
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(32))
+    country: Mapped[str | None] = mapped_column(String(2))
+    reference: Mapped[str | None] = mapped_column(String(128))
+    template_id: Mapped[str] = mapped_column(ForeignKey("templates.id"))
+    language: Mapped[str] = mapped_column(String(16))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    code_length: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=OtpStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    # 1 for the first send, +1 for each resend; a job or receipt for an older generation changes nothing.
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    ttl_seconds: Mapped[int] = mapped_column(Integer)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    error: Mapped[str | None] = mapped_column(String(500))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_sent_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        # Listing and keyset paging per app, newest first.
+        Index("ix_otps_app_created", "app_id", "created_at", "id"),
+        Index("ix_otps_app_recipient", "app_id", "recipient"),
+        # The sweeper's scans.
+        Index("ix_otps_status_expires", "status", "expires_at"),
+        # A reference is unique per app among active OTPs (SPEC §4): enforced by the database.
+        Index(
+            "uq_otps_app_reference_active",
+            "app_id",
+            "reference",
+            unique=True,
+            sqlite_where=text(f"reference IS NOT NULL AND {_ACTIVE_SQL}"),
+            postgresql_where=text(f"reference IS NOT NULL AND {_ACTIVE_SQL}"),
+        ),
+        Index("ix_otps_app_reference", "app_id", "reference"),
+    )
+
+    @property
+    def attempts_remaining(self) -> int:
+        return max(0, self.max_attempts - self.attempts)
+
+
+class VerifyAttempt(db.Model):
+    """Every call to verify, whatever its outcome."""
+
+    __tablename__ = "verify_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    otp_id: Mapped[str] = mapped_column(ForeignKey("otps.id"), index=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    result: Mapped[str] = mapped_column(String(32))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_verify_attempts_app_created", "app_id", "created_at"),)
+
+
+class SendAttempt(db.Model):
+    """Every call to a provider: which message, how long it took, and what went wrong."""
+
+    __tablename__ = "send_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    otp_id: Mapped[str] = mapped_column(ForeignKey("otps.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(16))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    permanent: Mapped[bool | None] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(String(500))
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Event(db.Model):
+    """Append-only: one row per status change or receipt. Never holds a code."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("evt"))
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    otp_id: Mapped[str | None] = mapped_column(ForeignKey("otps.id"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_events_app_created", "app_id", "created_at", "id"),)
+
+
+class User(UserMixin, db.Model):
+    """A console user. Passwords are stored as Werkzeug's salted scrypt hashes."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("usr"))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))  # "admin" or "viewer"
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)

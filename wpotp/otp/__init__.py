@@ -1,0 +1,1 @@
+"""The OTP domain: codes, phone numbers, send limits and the lifecycle service."""

@@ -1,0 +1,170 @@
+"""The worker side of the lifecycle: hand an OTP to its provider, apply receipts.
+
+Both are idempotent: a job for an older generation or a status that has moved on does
+nothing, and a receipt seen before changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from ..extensions import db, redis_client
+from ..jobs.enqueue import enqueue_send
+from ..models import ACTIVE_STATUSES, Otp, OtpStatus, SendAttempt, Template
+from ..providers import OutboundOtp, ProviderError, get_provider
+from ..util import utcnow
+from .codes import unseal_code
+from .events import record_event
+from .service import expire_one, seal_key
+from .templates import render
+
+log = logging.getLogger("wpotp.delivery")
+
+
+def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
+    """Send one generation of an OTP. Returns what happened, for the job log."""
+    otp = db.session.get(Otp, otp_id)
+    if otp is None or otp.generation != generation or otp.status != OtpStatus.QUEUED:
+        return "skipped"
+    if otp.expires_at <= utcnow():
+        expire_one(otp)
+        return "expired"
+    sealed = redis_client.conn.get(seal_key(otp.id, generation))
+    if sealed is None:
+        _fail(otp, "code_unavailable: the code left the queue before it could be sent")
+        return "failed"
+    template = db.session.get(Template, otp.template_id)
+    code = unseal_code(otp.id, generation, sealed.decode())
+    message = OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
+                          template_name=template.name, language=template.language,
+                          body=render(template, code), copy_code_button=template.copy_code_button)
+    provider = get_provider(otp.provider)
+    started = time.monotonic()
+    try:
+        result = provider.send_otp(message)
+    except ProviderError as exc:
+        _record_send(otp, provider.name, started, error=exc)
+        return _after_failure(otp, exc, try_number)
+    _record_send(otp, provider.name, started, message_id=result.provider_message_id)
+    now = utcnow()
+    moved = db.session.execute(
+        update(Otp)
+        .where(Otp.id == otp.id, Otp.generation == generation, Otp.status == OtpStatus.QUEUED)
+        .values(status=OtpStatus.SENT, sent_at=now, provider_message_id=result.provider_message_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if moved:
+        record_event(otp, "otp.sent", at=now, status=OtpStatus.SENT, generation=generation,
+                     provider=provider.name)
+    db.session.commit()
+    if moved:
+        provider.after_sent(message, result)
+    return "sent" if moved else "sent-late"
+
+
+def _record_send(otp: Otp, provider: str, started: float, message_id: str | None = None,
+                 error: ProviderError | None = None) -> None:
+    db.session.add(SendAttempt(
+        otp_id=otp.id, generation=otp.generation, provider=provider, ok=error is None,
+        provider_message_id=message_id, permanent=None if error is None else error.permanent,
+        error=None if error is None else str(error)[:500], latency_ms=int((time.monotonic() - started) * 1000),
+    ))
+
+
+def _after_failure(otp: Otp, exc: ProviderError, try_number: int) -> str:
+    """Retry with backoff while the OTP is alive; otherwise FAILED with the provider's reason."""
+    delays = current_app.config["SEND_RETRY_DELAYS"]
+    if not exc.permanent and try_number <= len(delays):
+        delay = delays[try_number - 1]
+        if (otp.expires_at - utcnow()).total_seconds() > delay:
+            db.session.commit()
+            enqueue_send(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
+            return "retrying"
+    _fail(otp, str(exc))
+    return "failed"
+
+
+def _fail(otp: Otp, reason: str, at: datetime | None = None) -> bool:
+    now = at or utcnow()
+    moved = db.session.execute(
+        update(Otp)
+        .where(Otp.id == otp.id, Otp.generation == otp.generation, Otp.status.in_(ACTIVE_STATUSES))
+        .values(status=OtpStatus.FAILED, failed_at=now, error=reason[:500])
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if moved:
+        record_event(otp, "otp.failed", at=now, status=OtpStatus.FAILED, generation=otp.generation,
+                     error=reason[:500])
+    db.session.commit()
+    redis_client.conn.delete(seal_key(otp.id, otp.generation))
+    return moved
+
+
+# Which column a receipt fills, and the statuses it may move the OTP out of (forward only).
+_RECEIPTS = {
+    "sent": ("sent_at", OtpStatus.SENT, (OtpStatus.QUEUED,)),
+    "delivered": ("delivered_at", OtpStatus.DELIVERED, (OtpStatus.QUEUED, OtpStatus.SENT)),
+    "read": ("read_at", OtpStatus.READ, (OtpStatus.QUEUED, OtpStatus.SENT, OtpStatus.DELIVERED)),
+    "failed": ("failed_at", OtpStatus.FAILED, (OtpStatus.QUEUED, OtpStatus.SENT, OtpStatus.DELIVERED)),
+}
+
+
+def apply_receipt(provider: str, provider_message_id: str, status: str, at: datetime | None = None,
+                  error: str | None = None) -> bool:
+    """Apply a provider's receipt. Returns False when it changed nothing.
+
+    Unknown message ids, repeats and receipts of a replaced (resent) message change no
+    status. A late receipt (delivered after read) is kept in the timeline without moving
+    the status back.
+    """
+    if status not in _RECEIPTS:
+        return False
+    otp, generation = _otp_for_message(provider_message_id)
+    if otp is None:
+        return False
+    now = at or utcnow()
+    column, target, movable = _RECEIPTS[status]
+    if generation != otp.generation:
+        record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, superseded=True)
+        db.session.commit()
+        return False
+    first = db.session.execute(
+        update(Otp)
+        .where(Otp.id == otp.id, Otp.generation == generation, getattr(Otp, column).is_(None))
+        .values({column: now})
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if not first:
+        db.session.rollback()
+        return False  # a repeat
+    values = {"status": target}
+    if status == "failed":
+        values["error"] = (error or "failed: reported by the provider")[:500]
+    db.session.execute(
+        update(Otp)
+        .where(Otp.id == otp.id, Otp.generation == generation, Otp.status.in_(movable))
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(otp)  # same transaction: the status this receipt left
+    extra = {"error": values["error"]} if status == "failed" else {}
+    record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, **extra)
+    db.session.commit()
+    return True
+
+
+def _otp_for_message(provider_message_id: str) -> tuple[Otp | None, int]:
+    otp = db.session.scalars(select(Otp).where(Otp.provider_message_id == provider_message_id)).first()
+    if otp is not None:
+        return otp, otp.generation
+    attempt = db.session.scalars(
+        select(SendAttempt).where(SendAttempt.provider_message_id == provider_message_id)
+    ).first()
+    if attempt is None:
+        return None, 0
+    return db.session.get(Otp, attempt.otp_id), attempt.generation

@@ -1,0 +1,92 @@
+"""Upkeep run by the periodic sweep job and by `flask wpotp sweep`.
+
+- Expire: active OTPs past `expires_at` become EXPIRED, each with an `otp.expired` event.
+- Rescue: an OTP QUEUED for longer than STUCK_QUEUED_AFTER whose send job is gone (lost
+  with a Redis restart, or failed on a crash) is queued again while its sealed code is
+  still in Redis, and FAILED otherwise. No OTP stays QUEUED forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import select, update
+
+from ..extensions import db, redis_client
+from ..jobs.enqueue import enqueue_send, send_job_key
+from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
+from ..util import utcnow
+from .delivery import _fail
+from .service import seal_key
+
+log = logging.getLogger("wpotp.maintenance")
+BATCH = 500
+_PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def sweep() -> dict:
+    expired = expire_due()
+    requeued, failed = rescue_stuck()
+    result = {"expired": expired, "requeued": requeued, "failed": failed}
+    if any(result.values()):
+        log.info("sweep: %s", result)
+    return result
+
+
+def expire_due() -> int:
+    total = 0
+    while True:
+        now = utcnow()
+        rows = db.session.execute(
+            update(Otp)
+            .where(Otp.id.in_(select(Otp.id).where(Otp.status.in_(ACTIVE_STATUSES), Otp.expires_at <= now)
+                              .limit(BATCH).scalar_subquery()),
+                   Otp.status.in_(ACTIVE_STATUSES), Otp.expires_at <= now)
+            .values(status=OtpStatus.EXPIRED, expired_at=now)
+            .returning(Otp.id, Otp.app_id, Otp.generation)
+            .execution_options(synchronize_session=False)
+        ).all()
+        db.session.add_all(
+            Event(app_id=row.app_id, otp_id=row.id, type="otp.expired", created_at=now,
+                  data={"status": OtpStatus.EXPIRED, "generation": row.generation})
+            for row in rows
+        )
+        db.session.commit()
+        total += len(rows)
+        if len(rows) < BATCH:
+            return total
+
+
+def rescue_stuck() -> tuple[int, int]:
+    now = utcnow()
+    cutoff = now - timedelta(seconds=current_app.config["STUCK_QUEUED_AFTER"])
+    stuck = db.session.scalars(
+        select(Otp).where(Otp.status == OtpStatus.QUEUED, Otp.last_sent_at <= cutoff, Otp.expires_at > now)
+        .limit(BATCH)
+    ).all()
+    requeued = failed = 0
+    conn = redis_client.conn
+    for otp in stuck:
+        if _send_pending(otp.id):
+            continue
+        if conn.exists(seal_key(otp.id, otp.generation)):
+            enqueue_send(otp.id, otp.generation, try_number=1, ttl=otp.ttl_seconds)
+            requeued += 1
+        elif _fail(otp, "queue_lost: the send job and its code were lost before delivery"):
+            failed += 1
+    return requeued, failed
+
+
+def _send_pending(otp_id: str) -> bool:
+    conn = redis_client.conn
+    job_id = conn.get(send_job_key(otp_id))
+    if job_id is None:
+        return False
+    try:
+        return Job.fetch(job_id.decode(), connection=conn).get_status() in _PENDING
+    except NoSuchJobError:
+        return False

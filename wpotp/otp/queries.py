@@ -1,0 +1,64 @@
+"""Read-side queries: OTP listing with keyset (cursor) paging, verify attempts."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+
+from ..errors import ValidationError
+from ..extensions import db
+from ..models import Otp, VerifyAttempt
+from ..util import parse_iso
+
+
+@dataclass
+class OtpFilter:
+    status: str | None = None
+    recipient: str | None = None
+    reference: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    # Full microseconds: a millisecond cursor would skip rows created within the same millisecond.
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, row_id = raw.split("|", 1)
+        return parse_iso(stamp), row_id
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("The cursor is not one this API gave out.",
+                              details={"fields": {"cursor": "invalid"}}) from None
+
+
+def list_otps(app_id: str, flt: OtpFilter, limit: int, cursor: str | None) -> tuple[list[Otp], str | None]:
+    query = select(Otp).where(Otp.app_id == app_id)
+    if flt.status:
+        query = query.where(Otp.status == flt.status)
+    if flt.recipient:
+        query = query.where(Otp.recipient == flt.recipient)
+    if flt.reference:
+        query = query.where(Otp.reference == flt.reference)
+    if flt.created_from:
+        query = query.where(Otp.created_at >= flt.created_from)
+    if flt.created_to:
+        query = query.where(Otp.created_at < flt.created_to)
+    if cursor:
+        at, row_id = decode_cursor(cursor)
+        query = query.where(or_(Otp.created_at < at, and_(Otp.created_at == at, Otp.id < row_id)))
+    rows = db.session.scalars(query.order_by(Otp.created_at.desc(), Otp.id.desc()).limit(limit + 1)).all()
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return list(rows[:limit]), next_cursor
+
+
+def list_attempts(otp_id: str) -> list[VerifyAttempt]:
+    return list(db.session.scalars(
+        select(VerifyAttempt).where(VerifyAttempt.otp_id == otp_id).order_by(VerifyAttempt.id)
+    ).all())

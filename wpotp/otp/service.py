@@ -1,0 +1,308 @@
+"""The OTP lifecycle (SPEC §4): send, verify, resend, cancel, read.
+
+Every rule lives here, and this module (with delivery.py and maintenance.py) is the only
+writer of an OTP's status. State changes are compare-and-set UPDATEs whose WHERE clause
+carries the rule, so the database, not a lock in Python, decides races: N parallel wrong
+guesses spend at most the budget, N parallel right guesses verify exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import (
+    CountryNotAllowed,
+    InvalidCode,
+    OtpAlreadyVerified,
+    OtpCanceled,
+    OtpExpired,
+    OtpFailed,
+    OtpNotFound,
+    RateLimited,
+    ReferenceConflict,
+    ServiceUnavailable,
+    TooManyAttempts,
+    WpotpError,
+)
+from ..extensions import db, redis_client
+from ..jobs.enqueue import enqueue_send
+from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, VerifyAttempt
+from ..util import new_id, utcnow
+from .codes import code_matches, generate_code, hash_code, seal_code
+from .events import record_event
+from .limits import consume_send
+from .phones import normalize_recipient
+from .templates import resolve_template
+
+
+@dataclass
+class SendRequest:
+    recipient: str
+    template_id: str | None = None
+    code: str | None = None
+    reference: str | None = None
+    length: int | None = None
+    ttl: int | None = None
+    language: str | None = None
+
+
+def seal_key(otp_id: str, generation: int) -> str:
+    return f"wpotp:seal:{otp_id}:{generation}"
+
+
+def provider_for(api_key: ApiKey) -> str:
+    """Test keys never reach WhatsApp."""
+    return "sandbox" if api_key.mode == "test" else current_app.config["WPOTP_PROVIDER"]
+
+
+# --- send ---------------------------------------------------------------------------------------
+
+def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[Otp, bool]:
+    """Create and queue an OTP. Returns (otp, created); created is False for a reused reference."""
+    recipient, country = normalize_recipient(req.recipient)
+    allowed = app.allowed_country_set()
+    if allowed and country not in allowed:
+        raise CountryNotAllowed(details={"country": country, "allowed": sorted(allowed)})
+    template = resolve_template(req.template_id, req.language, app.default_language)
+    if req.reference:
+        existing = _active_by_reference(app, req.reference, recipient)
+        if existing is not None:
+            return existing, False
+
+    consume_send(app, recipient)
+    code = req.code or generate_code(req.length or app.otp_length)
+    ttl = req.ttl or app.otp_ttl
+    now = utcnow()
+    otp = Otp(app_id=app.id, api_key_id=api_key.id, mode=api_key.mode, provider=provider_for(api_key),
+              recipient=recipient, country=country, reference=req.reference, template_id=template.id,
+              language=template.language, code_length=len(code), status=OtpStatus.QUEUED, attempts=0,
+              max_attempts=app.max_attempts, generation=1, ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl),
+              created_at=now, last_sent_at=now)
+    otp.id = new_id("otp")
+    otp.code_hash = hash_code(otp.id, code)
+    db.session.add(otp)
+    try:
+        db.session.flush()  # the row before its event (no ORM relationship orders them)
+    except IntegrityError:
+        # Another request took this reference between our look-up and our insert.
+        db.session.rollback()
+        return _reused_after_race(app, req.reference, recipient)
+    record_event(otp, "otp.queued", at=now, status=OtpStatus.QUEUED, generation=1)
+    db.session.commit()
+    _hand_to_worker(otp, code)
+    return otp, True
+
+
+def _reused_after_race(app: App, reference: str | None, recipient: str) -> tuple[Otp, bool]:
+    existing = _active_by_reference(app, reference, recipient) if reference else None
+    if existing is None:
+        raise ServiceUnavailable("The OTP could not be stored; retry.")
+    return existing, False
+
+
+def _active_by_reference(app: App, reference: str, recipient: str) -> Otp | None:
+    existing = db.session.scalars(
+        select(Otp).where(Otp.app_id == app.id, Otp.reference == reference, Otp.status.in_(ACTIVE_STATUSES))
+    ).first()
+    if existing is None:
+        return None
+    if existing.expires_at <= utcnow():
+        expire_one(existing)  # frees the reference for a new OTP
+        return None
+    if existing.recipient != recipient:
+        raise ReferenceConflict(details={"reference": reference, "otpId": existing.id})
+    return existing
+
+
+def _hand_to_worker(otp: Otp, code: str) -> None:
+    """After the commit: leave the sealed code for the worker and queue the send.
+
+    If Redis fails here the OTP is removed again, so the caller's 503 leaves nothing behind.
+    """
+    try:
+        redis_client.conn.set(seal_key(otp.id, otp.generation), seal_code(otp.id, otp.generation, code),
+                              ex=otp.ttl_seconds + 120)
+        enqueue_send(otp.id, otp.generation, ttl=otp.ttl_seconds)
+    except Exception as exc:
+        db.session.rollback()
+        if otp.generation == 1:
+            db.session.execute(Event.__table__.delete().where(Event.otp_id == otp.id))
+            db.session.execute(Otp.__table__.delete().where(Otp.id == otp.id))
+            db.session.commit()
+        raise ServiceUnavailable("The queue is unavailable; the OTP was not created. Retry.") from exc
+
+
+# --- read ---------------------------------------------------------------------------------------
+
+def get_otp(app: App, otp_id: str) -> Otp:
+    otp = db.session.get(Otp, otp_id) if isinstance(otp_id, str) and len(otp_id) <= 40 else None
+    if otp is None or otp.app_id != app.id:
+        raise OtpNotFound(details={"id": otp_id})
+    return otp
+
+
+def blocker(otp: Otp, now: datetime) -> WpotpError | None:
+    """Why this OTP cannot be verified or resent now, or None."""
+    if otp.status == OtpStatus.VERIFIED:
+        return OtpAlreadyVerified()
+    if otp.status == OtpStatus.CANCELED:
+        return OtpCanceled()
+    if otp.status == OtpStatus.FAILED:
+        return OtpFailed(details={"error": otp.error})
+    if otp.status == OtpStatus.EXPIRED or otp.expires_at <= now:
+        return OtpExpired()
+    if otp.attempts >= otp.max_attempts:
+        return TooManyAttempts(details={"attemptsRemaining": 0})
+    return None
+
+
+# --- verify -------------------------------------------------------------------------------------
+
+def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> Otp:
+    otp = get_otp(app, otp_id)
+    now = utcnow()
+    problem = blocker(otp, now)
+    if problem is None:
+        if code_matches(otp.id, code, otp.code_hash):
+            if _claim_verified(otp, now):
+                _record_attempt(otp, "verified", ip, now)
+                record_event(otp, "otp.verified", at=now, status=OtpStatus.VERIFIED, generation=otp.generation)
+                db.session.commit()
+                db.session.refresh(otp)
+                return otp
+        else:
+            remaining = _spend_attempt(otp, now)
+            if remaining is not None:
+                _record_attempt(otp, "invalid_code", ip, now)
+                db.session.commit()
+                raise _invalid_code(remaining)
+        # Lost a race (another verify, a resend, a cancel): say what the row says now.
+        db.session.rollback()
+        db.session.refresh(otp)
+        problem = blocker(otp, now) or _invalid_code(otp.attempts_remaining)
+    _record_attempt(otp, problem.code.lower(), ip, now)
+    db.session.commit()
+    raise problem
+
+
+def _invalid_code(remaining: int) -> InvalidCode:
+    return InvalidCode(details={"attemptsRemaining": remaining})
+
+
+def _claim_verified(otp: Otp, now: datetime) -> bool:
+    stmt = (update(Otp)
+            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.attempts < Otp.max_attempts,
+                   Otp.expires_at > now, Otp.code_hash == otp.code_hash)
+            .values(status=OtpStatus.VERIFIED, verified_at=now)
+            .execution_options(synchronize_session=False))
+    return db.session.execute(stmt).rowcount == 1
+
+
+def _spend_attempt(otp: Otp, now: datetime) -> int | None:
+    """Spend one attempt if any is left; returns the attempts remaining after it, or None."""
+    stmt = (update(Otp)
+            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.attempts < Otp.max_attempts,
+                   Otp.expires_at > now)
+            .values(attempts=Otp.attempts + 1)
+            .returning(Otp.attempts, Otp.max_attempts)
+            .execution_options(synchronize_session=False))
+    row = db.session.execute(stmt).first()
+    return None if row is None else row.max_attempts - row.attempts
+
+
+def _record_attempt(otp: Otp, result: str, ip: str | None, now: datetime) -> None:
+    db.session.add(VerifyAttempt(otp_id=otp.id, app_id=otp.app_id, result=result, ip=ip, created_at=now))
+
+
+# --- resend -------------------------------------------------------------------------------------
+
+def resend_otp(app: App, otp_id: str) -> Otp:
+    """A new code on the same OTP id: the old code dies, the expiry is renewed.
+
+    At most RESEND_MAX resends, none sooner than RESEND_INTERVAL seconds after the last send.
+    The attempt budget is not renewed, so resending never buys a guesser more tries.
+    """
+    otp = get_otp(app, otp_id)
+    now = utcnow()
+    problem = blocker(otp, now)
+    if problem is not None:
+        raise problem
+    cfg = current_app.config
+    if otp.generation - 1 >= cfg["RESEND_MAX"]:
+        retry = int((otp.expires_at - now).total_seconds())
+        raise RateLimited(f"{cfg['RESEND_MAX']} resends per OTP", retry,
+                          f"This OTP was resent {cfg['RESEND_MAX']} times already; send a new OTP.")
+    wait = cfg["RESEND_INTERVAL"] - (now - otp.last_sent_at).total_seconds()
+    if wait > 0:
+        raise RateLimited(f"1 send per {cfg['RESEND_INTERVAL']} seconds per OTP", int(wait) + 1,
+                          f"Resend allowed {int(wait) + 1} s from now.")
+    consume_send(app, otp.recipient)
+    code = generate_code(otp.code_length)
+    generation = otp.generation + 1
+    stmt = (update(Otp)
+            .where(Otp.id == otp.id, Otp.generation == otp.generation, Otp.status.in_(ACTIVE_STATUSES),
+                   Otp.expires_at > now, Otp.attempts < Otp.max_attempts)
+            .values(code_hash=hash_code(otp.id, code), generation=generation, status=OtpStatus.QUEUED,
+                    expires_at=now + timedelta(seconds=otp.ttl_seconds), last_sent_at=now, sent_at=None,
+                    delivered_at=None, read_at=None, provider_message_id=None, error=None)
+            .execution_options(synchronize_session=False))
+    if db.session.execute(stmt).rowcount != 1:
+        db.session.rollback()
+        db.session.refresh(otp)
+        raise blocker(otp, now) or RateLimited("1 resend at a time", cfg["RESEND_INTERVAL"],
+                                               "Another resend of this OTP just happened.")
+    record_event(otp, "otp.resent", at=now, status=OtpStatus.QUEUED, generation=generation)
+    db.session.commit()
+    db.session.refresh(otp)
+    _hand_to_worker(otp, code)
+    return otp
+
+
+# --- cancel -------------------------------------------------------------------------------------
+
+def cancel_otp(app: App, otp_id: str) -> Otp:
+    """Cancel an active OTP. Canceling a canceled OTP answers it again (idempotent)."""
+    otp = get_otp(app, otp_id)
+    now = utcnow()
+    if otp.status == OtpStatus.CANCELED:
+        return otp
+    problem = blocker(otp, now)
+    if problem is not None and not isinstance(problem, TooManyAttempts):
+        raise problem
+    stmt = (update(Otp)
+            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.expires_at > now)
+            .values(status=OtpStatus.CANCELED, canceled_at=now)
+            .execution_options(synchronize_session=False))
+    if db.session.execute(stmt).rowcount != 1:
+        db.session.rollback()
+        db.session.refresh(otp)
+        if otp.status == OtpStatus.CANCELED:
+            return otp
+        raise blocker(otp, now) or OtpCanceled()
+    record_event(otp, "otp.canceled", at=now, status=OtpStatus.CANCELED, generation=otp.generation)
+    db.session.commit()
+    db.session.refresh(otp)
+    redis_client.conn.delete(seal_key(otp.id, otp.generation))
+    return otp
+
+
+# --- expiry (shared with maintenance) -------------------------------------------------------------
+
+def expire_one(otp: Otp) -> bool:
+    """Mark one past-due OTP EXPIRED (compare-and-set) and commit."""
+    now = utcnow()
+    stmt = (update(Otp)
+            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.expires_at <= now)
+            .values(status=OtpStatus.EXPIRED, expired_at=now)
+            .execution_options(synchronize_session=False))
+    changed = db.session.execute(stmt).rowcount == 1
+    if changed:
+        record_event(otp, "otp.expired", at=now, status=OtpStatus.EXPIRED, generation=otp.generation)
+    db.session.commit()
+    db.session.refresh(otp)
+    return changed

@@ -1,0 +1,43 @@
+"""Small helpers used everywhere: ids, UTC time, the API's timestamp format."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import UTC, datetime
+
+BASE62 = string.digits + string.ascii_letters
+
+
+def random_base62(length: int) -> str:
+    return "".join(secrets.choice(BASE62) for _ in range(length))
+
+
+def new_id(prefix: str, length: int = 20) -> str:
+    """`otp_4kQ...`: a prefix that says what it is, and ~119 bits of randomness."""
+    return f"{prefix}_{random_base62(length)}"
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the form every timestamp column stores (SQLite keeps no zone)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def iso(value: datetime | None) -> str | None:
+    """`2026-05-17T12:05:00.000Z`: UTC with milliseconds, as SPEC §5 shows."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_iso(value: str) -> datetime:
+    """Parse an ISO-8601 timestamp (or a date) into naive UTC. Raises ValueError."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
