@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make run`: database, Redis (if none answers), web (gunicorn) and worker, sandbox provider.
+# Prints how to log in and a fresh test API key. Ctrl-C stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+if [ -f .env ]; then set -a; source .env; set +a; fi
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+export PORT="${PORT:-8000}" WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}"
+export WPOTP_PROVIDER="${WPOTP_PROVIDER:-sandbox}"
+FLASK=(.venv/bin/flask --app wsgi)
+LOG_DIR=instance/log
+mkdir -p "$LOG_DIR"
+
+ensure_redis "$REDIS_URL" instance
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "Stopping wpotp..."
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${STARTED_REDIS_PID:-}" ]; then kill "$STARTED_REDIS_PID" 2>/dev/null || true; fi
+}
+trap cleanup INT TERM EXIT
+
+init_out=$("${FLASK[@]}" wpotp init)
+echo "$init_out"
+admin_password=""
+if grep -q "created admin user" <<<"$init_out"; then admin_password=$(tail -n 1 <<<"$init_out"); fi
+key_out=$("${FLASK[@]}" wpotp create-key --app default --mode test --name "make run")
+test_key=$(tail -n 1 <<<"$key_out")
+
+.venv/bin/gunicorn -c gunicorn.conf.py wsgi:app >>"$LOG_DIR/web.log" 2>&1 &
+pids+=($!)
+"${FLASK[@]}" wpotp worker >>"$LOG_DIR/worker.log" 2>&1 &
+pids+=($!)
+
+base="http://127.0.0.1:$PORT"
+for _ in $(seq 1 100); do
+  if curl -fsS "$base/readyz" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+curl -fsS "$base/readyz" >/dev/null || { echo "wpotp did not become ready; see $LOG_DIR/web.log" >&2; exit 1; }
+
+cat <<BANNER
+
+  wpotp is running at $base  (provider: $WPOTP_PROVIDER; logs: $LOG_DIR/web.log, $LOG_DIR/worker.log)
+
+  Console user: admin@localhost
+BANNER
+if [ -n "$admin_password" ]; then
+  echo "  Password:     $admin_password   (shown once; this is the first run)"
+else
+  echo "  Password:     set on the first run. To set a new one:"
+  echo "                ${FLASK[*]} wpotp create-user --email admin@localhost --password NEW-PASSWORD --role admin"
+fi
+cat <<BANNER
+  (The admin console is not built yet; the API below is.)
+
+  Test API key (sandbox: codes appear in the sandbox outbox, never on WhatsApp):
+    export WPOTP_KEY=$test_key
+
+  Try it:
+    curl -s $base/v1/templates -H "Authorization: Bearer \$WPOTP_KEY"
+    curl -s -X POST $base/v1/otp/send -H "Authorization: Bearer \$WPOTP_KEY" \\
+         -H "Content-Type: application/json" -d '{"recipient": "+905551112233", "code": "482913"}'
+
+  Ctrl-C stops wpotp.
+BANNER
+wait -n "${pids[@]}"
+echo "A wpotp process stopped; see $LOG_DIR/." >&2
