@@ -171,6 +171,7 @@ class TestConfig(Config):
     """Settings for the test suite: a throw-away database, Redis db 15, receipts without delay."""
 
     TESTING = True
+    __test__ = False  # not a pytest test class
 
     def __init__(self, database_url: str, instance_dir: Path, **overrides):
         self._database_url = database_url

@@ -22,7 +22,8 @@ cleanup() {
   wait 2>/dev/null || true
   if [ -n "${STARTED_REDIS_PID:-}" ]; then kill "$STARTED_REDIS_PID" 2>/dev/null || true; fi
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 0' INT TERM  # Ctrl-C is how you stop it: not an error
 
 init_out=$("${FLASK[@]}" wpotp init)
 echo "$init_out"

@@ -1,0 +1,75 @@
+"""Settings are strict and production refuses to start unsafe (SPEC §11)."""
+
+from __future__ import annotations
+
+import pytest
+
+from config import Config, ConfigError, TestConfig
+from wpotp import create_app
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("SECRET_KEY", "OTP_HASH_KEY", "SECRET_KEY_FILE", "OTP_HASH_KEY_FILE", "WPOTP_ENV",
+                 "SESSION_COOKIE_SECURE", "DATABASE_URL", "WPOTP_PROVIDER", "API_RATE_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WPOTP_INSTANCE_DIR", str(tmp_path))
+    return monkeypatch
+
+
+def test_development_generates_secrets_once_into_instance(clean_env, tmp_path):
+    first, second = Config.from_env(), Config.from_env()
+    assert len(first.SECRET_KEY) >= 32 and first.SECRET_KEY == second.SECRET_KEY
+    assert first.OTP_HASH_KEY == second.OTP_HASH_KEY != first.SECRET_KEY
+    assert (tmp_path / "otp_hash_key").stat().st_mode & 0o077 == 0
+
+
+def test_production_refuses_to_start_without_secrets(clean_env):
+    clean_env.setenv("WPOTP_ENV", "production")
+    with pytest.raises(ConfigError, match="SECRET_KEY is required"):
+        Config.from_env()
+
+
+def test_production_refuses_insecure_cookies(clean_env):
+    clean_env.setenv("WPOTP_ENV", "production")
+    clean_env.setenv("SECRET_KEY", "s" * 40)
+    clean_env.setenv("OTP_HASH_KEY", "h" * 40)
+    clean_env.setenv("SESSION_COOKIE_SECURE", "false")
+    with pytest.raises(ConfigError, match="SESSION_COOKIE_SECURE"):
+        Config.from_env()
+    clean_env.setenv("SESSION_COOKIE_SECURE", "true")
+    assert Config.from_env().SESSION_COOKIE_SECURE is True
+
+
+def test_secrets_can_come_from_files(clean_env, tmp_path):
+    (tmp_path / "sk").write_text("k" * 40 + "\n")
+    clean_env.setenv("SECRET_KEY_FILE", str(tmp_path / "sk"))
+    assert Config.from_env().SECRET_KEY == "k" * 40
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SESSION_COOKIE_SECURE", "maybe"),
+    ("API_RATE_LIMIT", "lots"),
+    ("APP_DAILY_SEND_CAP", "ten"),
+    ("WPOTP_PROVIDER", "carrier-pigeon"),
+    ("WPOTP_ENV", "staging"),
+    ("SEND_RETRY_DELAYS", "1,x"),
+])
+def test_malformed_settings_stop_start_up_naming_the_variable(clean_env, name, value):
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env()
+
+
+def test_provider_without_an_implementation_is_refused(clean_env):
+    clean_env.setenv("WPOTP_PROVIDER", "cloud_api")
+    with pytest.raises(ConfigError, match="cloud_api"):
+        create_app()
+
+
+def test_factory_builds_independent_apps(tmp_path):
+    one = create_app(TestConfig(f"sqlite:///{tmp_path}/a.db", tmp_path, APP_DAILY_SEND_CAP=7))
+    two = create_app(TestConfig(f"sqlite:///{tmp_path}/b.db", tmp_path))
+    assert one.config["APP_DAILY_SEND_CAP"] == 7 and two.config["APP_DAILY_SEND_CAP"] == 10000
+    assert one.config["SQLALCHEMY_DATABASE_URI"] != two.config["SQLALCHEMY_DATABASE_URI"]
+    assert one.testing and "api" in one.blueprints
