@@ -4,10 +4,10 @@ fields are errors that name the field, never silently coerced or dropped."""
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticError
 
 from ..errors import ValidationError
@@ -15,15 +15,25 @@ from ..errors import ValidationError
 T = TypeVar("T", bound=BaseModel)
 
 
+def _printable(value: str) -> str:
+    # PostgreSQL refuses NUL bytes and no field of ours means anything with control characters.
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SendOtpBody(Strict):
-    recipient: str = Field(min_length=1, max_length=32)
-    templateId: str | None = Field(None, min_length=1, max_length=40)  # noqa: N815 - the API's field name
+    recipient: Text = Field(min_length=1, max_length=32)
+    templateId: Text | None = Field(None, min_length=1, max_length=40)  # noqa: N815 - the API's field name
     code: str | None = Field(None, pattern=r"^[0-9]{4,8}$")
-    reference: str | None = Field(None, min_length=1, max_length=128)
+    reference: Text | None = Field(None, min_length=1, max_length=128)
     length: int | None = Field(None, ge=4, le=8)
     ttl: int | None = Field(None, ge=60, le=900)
     language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
@@ -36,18 +46,18 @@ class SendOtpBody(Strict):
 
 
 class VerifyBody(Strict):
-    code: str = Field(min_length=1, max_length=16)
+    code: Text = Field(min_length=1, max_length=16)
 
 
 class ListOtpQuery(Strict):
     model_config = ConfigDict(extra="forbid", strict=False)
     status: str | None = Field(None, pattern=r"^(QUEUED|SENT|DELIVERED|READ|VERIFIED|FAILED|EXPIRED|CANCELED)$")
-    recipient: str | None = Field(None, max_length=32)
-    reference: str | None = Field(None, max_length=128)
-    from_: str | None = Field(None, alias="from", max_length=40)
-    to: str | None = Field(None, max_length=40)
+    recipient: Text | None = Field(None, max_length=32)
+    reference: Text | None = Field(None, max_length=128)
+    from_: Text | None = Field(None, alias="from", max_length=40)
+    to: Text | None = Field(None, max_length=40)
     limit: int = Field(20, ge=1, le=100)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: Text | None = Field(None, max_length=200)
 
 
 def _fields(exc: PydanticError) -> dict[str, str]:
@@ -66,7 +76,7 @@ def parse_body(model: type[T], allow_empty: bool = False) -> T:
         raise ValidationError("The request body must be a JSON object.", details={"fields": {"body": "missing"}})
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValidationError("The request body is not valid JSON.", details={"fields": {"body": "not JSON"}}) from None
     if not isinstance(data, dict):
         raise ValidationError("The request body must be a JSON object.",

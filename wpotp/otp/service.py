@@ -8,6 +8,7 @@ guesses spend at most the budget, N parallel right guesses verify exactly once.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -139,10 +140,13 @@ def _hand_to_worker(otp: Otp, code: str) -> None:
 
 # --- read ---------------------------------------------------------------------------------------
 
+_OTP_ID = re.compile(r"^otp_[0-9A-Za-z]{1,36}$")
+
+
 def get_otp(app: App, otp_id: str) -> Otp:
-    otp = db.session.get(Otp, otp_id) if isinstance(otp_id, str) and len(otp_id) <= 40 else None
+    otp = db.session.get(Otp, otp_id) if _OTP_ID.match(otp_id) else None
     if otp is None or otp.app_id != app.id:
-        raise OtpNotFound(details={"id": otp_id})
+        raise OtpNotFound(details={"id": otp_id[:64]})
     return otp
 
 
