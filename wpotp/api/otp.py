@@ -25,7 +25,7 @@ def send():
     return jsonify(otp_summary(otp)), 201 if created else 200
 
 
-@bp.post("/otp/<otp_id>/verify")
+@bp.post("/otp/<otp_id:otp_id>/verify")
 def verify(otp_id: str):
     _key, app = require_key()
     body = parse_body(VerifyBody)
@@ -33,19 +33,19 @@ def verify(otp_id: str):
     return jsonify({"verified": True, "status": otp.status, "id": otp.id, "verifiedAt": iso(otp.verified_at)})
 
 
-@bp.get("/otp/<otp_id>")
+@bp.get("/otp/<otp_id:otp_id>")
 def show(otp_id: str):
     _key, app = require_key()
     return jsonify(otp_detail(service.get_otp(app, otp_id)))
 
 
-@bp.post("/otp/<otp_id>/resend")
+@bp.post("/otp/<otp_id:otp_id>/resend")
 def resend(otp_id: str):
     _key, app = require_key()
     return jsonify(otp_detail(service.resend_otp(app, otp_id)))
 
 
-@bp.post("/otp/<otp_id>/cancel")
+@bp.post("/otp/<otp_id:otp_id>/cancel")
 def cancel(otp_id: str):
     _key, app = require_key()
     return jsonify(otp_detail(service.cancel_otp(app, otp_id)))
@@ -74,7 +74,7 @@ def index():
     return jsonify({"data": [otp_detail(o, with_timeline=False) for o in rows], "nextCursor": next_cursor})
 
 
-@bp.get("/otp/<otp_id>/attempts")
+@bp.get("/otp/<otp_id:otp_id>/attempts")
 def attempts(otp_id: str):
     _key, app = require_key()
     otp = service.get_otp(app, otp_id)

@@ -7,7 +7,7 @@ import json
 from typing import Annotated, TypeVar
 
 from flask import request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticError
 
 from ..errors import ValidationError
@@ -38,11 +38,13 @@ class SendOtpBody(Strict):
     ttl: int | None = Field(None, ge=60, le=900)
     language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
 
-    @model_validator(mode="after")
-    def code_fits_length(self) -> SendOtpBody:
-        if self.code is not None and self.length is not None and len(self.code) != self.length:
-            raise ValueError("code and length disagree")
-        return self
+    @field_validator("length")
+    @classmethod
+    def length_fits_code(cls, length: int | None, info: ValidationInfo) -> int | None:
+        code = info.data.get("code")
+        if length is not None and code is not None and len(code) != length:
+            raise ValueError(f"the code has {len(code)} digits, not {length}")
+        return length
 
 
 class VerifyBody(Strict):

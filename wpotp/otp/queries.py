@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,6 +13,8 @@ from ..errors import ValidationError
 from ..extensions import db
 from ..models import Otp, VerifyAttempt
 from ..util import parse_iso
+
+ID_PATTERN = re.compile(r"^[a-z]{2,4}_[0-9A-Za-z]{1,36}$")
 
 
 @dataclass
@@ -32,6 +35,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, row_id = raw.split("|", 1)
+        if not ID_PATTERN.match(row_id):
+            raise ValueError("not an id")
         return parse_iso(stamp), row_id
     except (ValueError, UnicodeDecodeError):
         raise ValidationError("The cursor is not one this API gave out.",

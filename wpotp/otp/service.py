@@ -140,11 +140,11 @@ def _hand_to_worker(otp: Otp, code: str) -> None:
 
 # --- read ---------------------------------------------------------------------------------------
 
-_OTP_ID = re.compile(r"^otp_[0-9A-Za-z]{1,36}$")
+OTP_ID = re.compile(r"^otp_[0-9A-Za-z]{1,36}$")
 
 
 def get_otp(app: App, otp_id: str) -> Otp:
-    otp = db.session.get(Otp, otp_id) if _OTP_ID.match(otp_id) else None
+    otp = db.session.get(Otp, otp_id) if OTP_ID.match(otp_id) else None
     if otp is None or otp.app_id != app.id:
         raise OtpNotFound(details={"id": otp_id[:64]})
     return otp
