@@ -127,6 +127,7 @@ class Config:
         default_db = f"sqlite:///{self.INSTANCE_DIR / 'wpotp.db'}"
         self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_db)
         self.REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", self.REDIS_URL)
 
         self.WPOTP_PROVIDER = env_str("WPOTP_PROVIDER", "sandbox")
         if self.WPOTP_PROVIDER not in ("sandbox", "cloud_api", "gateway"):
@@ -155,12 +156,9 @@ class Config:
         cfg = {k: getattr(self, k) for k in dir(self) if k.isupper()}
         cfg.update(
             SQLALCHEMY_ENGINE_OPTIONS=engine_options(self.SQLALCHEMY_DATABASE_URI),
-            RATELIMIT_STORAGE_URI=self.REDIS_URL,
             RATELIMIT_STRATEGY="fixed-window",
-            RATELIMIT_HEADERS_ENABLED=True,
-            RATELIMIT_HEADER_LIMIT="RateLimit-Limit",
-            RATELIMIT_HEADER_REMAINING="RateLimit-Remaining",
-            RATELIMIT_HEADER_RESET="RateLimit-Reset",
+            # wpotp sets RateLimit-* itself (wpotp/api/__init__.py) and Retry-After only on a 429.
+            RATELIMIT_HEADERS_ENABLED=False,
             RATELIMIT_SWALLOW_ERRORS=False,
             RATELIMIT_KEY_PREFIX="wpotp",
         )
@@ -184,7 +182,7 @@ class TestConfig(Config):
         self.WPOTP_ENV = "development"
         self.INSTANCE_DIR = self._instance_dir
         self.SQLALCHEMY_DATABASE_URI = self._database_url
-        self.REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+        self.REDIS_URL = self.RATELIMIT_STORAGE_URI = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
         self.SANDBOX_RECEIPT_DELAY = 0
         self.API_RATE_LIMIT = "100000/minute"
         self.WEBHOOK_ALLOW_PRIVATE = True

@@ -29,6 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     if app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"], x_proto=1, x_host=1)
 
+    install_request_id(app)  # first, so even a request the limiter refuses carries its id
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     login_manager.init_app(app)
@@ -50,7 +51,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.cli.add_command(cli)
     register_error_handlers(app)
-    install_request_id(app)
     return app
 
 

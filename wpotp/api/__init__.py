@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint
 from werkzeug.routing import BaseConverter
 
@@ -17,6 +19,19 @@ class OtpIdConverter(BaseConverter):
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.record_once(lambda state: state.app.url_map.converters.setdefault("otp_id", OtpIdConverter))
-limiter.limit(api_limit_value, key_func=api_limit_key)(bp)
+# One budget per API-key hash + client IP across every /v1 route (SPEC §8), not one per route.
+limiter.shared_limit(api_limit_value, scope="api", key_func=api_limit_key)(bp)
+
+
+@bp.after_request
+def rate_limit_headers(response):
+    """RateLimit-Limit / -Remaining / -Reset (seconds until the window resets) on every answer."""
+    current = limiter.current_limit
+    if current is not None:
+        response.headers["RateLimit-Limit"] = str(current.limit.amount)
+        response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
+        response.headers["RateLimit-Reset"] = str(max(0, int(current.reset_at - time.time())))
+    return response
+
 
 from . import otp, templates  # noqa: E402,F401  (routes register on bp)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import (
@@ -75,7 +75,6 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[Otp, bool]:
         if existing is not None:
             return existing, False
 
-    consume_send(app, recipient)
     code = req.code or generate_code(req.length or app.otp_length)
     ttl = req.ttl or app.otp_ttl
     now = utcnow()
@@ -94,6 +93,9 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[Otp, bool]:
         db.session.rollback()
         return _reused_after_race(app, req.reference, recipient)
     record_event(otp, "otp.queued", at=now, status=OtpStatus.QUEUED, generation=1)
+    # Counted only once the row is in (a request that loses a reference race spends nothing);
+    # a refusal rolls the row back.
+    consume_send(app, recipient)
     db.session.commit()
     _hand_to_worker(otp, code)
     return otp, True
@@ -120,22 +122,29 @@ def _active_by_reference(app: App, reference: str, recipient: str) -> Otp | None
     return existing
 
 
-def _hand_to_worker(otp: Otp, code: str) -> None:
+def _hand_to_worker(otp: Otp, code: str, revert_to: dict | None = None) -> None:
     """After the commit: leave the sealed code for the worker and queue the send.
 
-    If Redis fails here the OTP is removed again, so the caller's 503 leaves nothing behind.
+    If Redis fails here the change is undone, so the caller's 503 leaves nothing behind: a new
+    OTP is removed, a resend is put back as it was (the previous code keeps working).
     """
+    generation = otp.generation
     try:
-        redis_client.conn.set(seal_key(otp.id, otp.generation), seal_code(otp.id, otp.generation, code),
+        redis_client.conn.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code),
                               ex=otp.ttl_seconds + 120)
-        enqueue_send(otp.id, otp.generation, ttl=otp.ttl_seconds)
+        enqueue_send(otp.id, generation, ttl=otp.ttl_seconds)
     except Exception as exc:
         db.session.rollback()
-        if otp.generation == 1:
-            db.session.execute(Event.__table__.delete().where(Event.otp_id == otp.id))
-            db.session.execute(Otp.__table__.delete().where(Otp.id == otp.id))
-            db.session.commit()
-        raise ServiceUnavailable("The queue is unavailable; the OTP was not created. Retry.") from exc
+        if revert_to is None:
+            db.session.execute(delete(Event).where(Event.otp_id == otp.id))
+            db.session.execute(delete(Otp).where(Otp.id == otp.id))
+        else:
+            db.session.execute(delete(Event).where(Event.otp_id == otp.id, Event.type == "otp.resent",
+                                                   Event.data["generation"].as_integer() == generation))
+            db.session.execute(update(Otp).where(Otp.id == otp.id, Otp.generation == generation)
+                               .values(revert_to).execution_options(synchronize_session=False))
+        db.session.commit()
+        raise ServiceUnavailable("The queue is unavailable; nothing was sent or changed. Retry.") from exc
 
 
 # --- read ---------------------------------------------------------------------------------------
@@ -245,9 +254,9 @@ def resend_otp(app: App, otp_id: str) -> Otp:
     if wait > 0:
         raise RateLimited(f"1 send per {cfg['RESEND_INTERVAL']} seconds per OTP", int(wait) + 1,
                           f"Resend allowed {int(wait) + 1} s from now.")
-    consume_send(app, otp.recipient)
     code = generate_code(otp.code_length)
     generation = otp.generation + 1
+    before = _snapshot(otp)
     stmt = (update(Otp)
             .where(Otp.id == otp.id, Otp.generation == otp.generation, Otp.status.in_(ACTIVE_STATUSES),
                    Otp.expires_at > now, Otp.attempts < Otp.max_attempts)
@@ -261,10 +270,19 @@ def resend_otp(app: App, otp_id: str) -> Otp:
         raise blocker(otp, now) or RateLimited("1 resend at a time", cfg["RESEND_INTERVAL"],
                                                "Another resend of this OTP just happened.")
     record_event(otp, "otp.resent", at=now, status=OtpStatus.QUEUED, generation=generation)
+    consume_send(app, otp.recipient)  # a refusal rolls the resend back
     db.session.commit()
     db.session.refresh(otp)
-    _hand_to_worker(otp, code)
+    _hand_to_worker(otp, code, revert_to=before)
     return otp
+
+
+_RESEND_FIELDS = ("code_hash", "generation", "status", "expires_at", "last_sent_at", "sent_at", "delivered_at",
+                  "read_at", "provider_message_id", "error")
+
+
+def _snapshot(otp: Otp) -> dict:
+    return {name: getattr(otp, name) for name in _RESEND_FIELDS}
 
 
 # --- cancel -------------------------------------------------------------------------------------
