@@ -1,0 +1,166 @@
+"""SPEC §4: past its TTL an OTP answers OTP_EXPIRED and the sweeper marks it EXPIRED;
+no OTP stays QUEUED forever (the sweeper re-enqueues or fails stuck rows)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from tests.helpers import in_threads
+from wpotp.extensions import db, get_queue, redis_client
+from wpotp.models import Event
+from wpotp.otp.maintenance import sweep
+
+from ..otp.support import error_code, event_types, otp_row, send, send_attempts, shift_back, show, verify
+
+
+def _sweep(app) -> dict:
+    with app.app_context():
+        return sweep()
+
+
+def _queued(client, key, recipient: str, **fields) -> str:
+    r = send(client, key, recipient, **fields)
+    assert r.status_code == 201, r.json
+    return r.json["id"]
+
+
+# --- expiry ---------------------------------------------------------------------------------------
+
+def test_sweep_expires_otp_past_its_ttl(app, client, api_key, run_worker):
+    otp_id = _queued(client, api_key, "+905551110301", code="3141")
+    run_worker()
+    keeper = _queued(client, api_key, "+905551110302", code="2718")
+    run_worker()
+    assert _sweep(app)["expired"] == 0
+
+    shift_back(app, otp_id, 301, "expires_at")
+    result = _sweep(app)
+    assert result["expired"] == 1
+
+    row = otp_row(app, otp_id)
+    assert row["status"] == "EXPIRED" and row["expired_at"] is not None
+    assert event_types(app, otp_id).count("otp.expired") == 1
+    assert show(client, api_key, otp_id)["expiredAt"] is not None
+    v = verify(client, api_key, otp_id, "3141")
+    assert (v.status_code, error_code(v)) == (400, "OTP_EXPIRED")
+
+    assert otp_row(app, keeper)["status"] == "READ"  # not due: left alone
+    assert _sweep(app)["expired"] == 0  # nothing twice
+    assert event_types(app, otp_id).count("otp.expired") == 1
+
+
+def test_sweep_command_expires_otp(app, client, api_key, run_worker):
+    otp_id = _queued(client, api_key, "+905551110303", code="3141")
+    run_worker()
+    shift_back(app, otp_id, 301, "expires_at")
+
+    result = app.test_cli_runner().invoke(args=["wpotp", "sweep"])
+    assert result.exit_code == 0, result.output
+    assert "expired=1" in result.output
+    row = otp_row(app, otp_id)
+    assert row["status"] == "EXPIRED" and row["expired_at"] is not None
+    assert "otp.expired" in event_types(app, otp_id)
+    v = verify(client, api_key, otp_id, "3141")
+    assert (v.status_code, error_code(v)) == (400, "OTP_EXPIRED")
+
+
+def test_verify_past_expiry_answers_expired_before_any_sweep(app, client, api_key, run_worker):
+    otp_id = _queued(client, api_key, "+905551110304", code="3141")
+    run_worker()
+    shift_back(app, otp_id, 301, "expires_at")
+    v = verify(client, api_key, otp_id, "3141")
+    assert (v.status_code, error_code(v)) == (400, "OTP_EXPIRED")
+    assert otp_row(app, otp_id)["status"] != "VERIFIED"
+
+
+def test_send_job_for_expired_otp_sends_nothing(app, client, api_key, run_worker, outbox):
+    otp_id = _queued(client, api_key, "+905551110305")
+    shift_back(app, otp_id, 301, "expires_at")
+    run_worker()
+    assert outbox("+905551110305") == []
+    assert otp_row(app, otp_id)["status"] == "EXPIRED"
+    assert "otp.sent" not in event_types(app, otp_id)
+
+
+def test_parallel_sweeps_expire_each_otp_once(app, client, api_key):
+    ids = [_queued(client, api_key, f"+9055511103{n:02d}") for n in range(40, 52)]
+    for otp_id in ids:
+        shift_back(app, otp_id, 301, "expires_at")
+
+    def run(_i):
+        with app.app_context():
+            return sweep()["expired"]
+
+    assert sum(in_threads(5, run)) == len(ids)
+    assert {otp_row(app, otp_id)["status"] for otp_id in ids} == {"EXPIRED"}
+    with app.app_context():
+        events = db.session.scalar(select(func.count()).select_from(Event).where(Event.type == "otp.expired"))
+    assert events == len(ids)
+
+
+# --- stuck in QUEUED ------------------------------------------------------------------------------
+
+def _lose_send_job(app) -> None:
+    with app.app_context():
+        get_queue("otp").empty()
+
+
+def test_sweep_requeues_otp_whose_send_job_was_lost(app, client, api_key, run_worker, outbox):
+    otp_id = _queued(client, api_key, "+905551110311")
+    _lose_send_job(app)
+    assert _sweep(app)["requeued"] == 0  # not stuck yet: sent moments ago
+
+    shift_back(app, otp_id, 61, "last_sent_at")
+    result = _sweep(app)
+    assert result == {"expired": 0, "requeued": 1, "failed": 0}
+    assert _sweep(app)["requeued"] == 0  # its new job is pending: not queued twice
+
+    run_worker()
+    assert otp_row(app, otp_id)["status"] in ("SENT", "DELIVERED", "READ")
+    sent = outbox("+905551110311")
+    assert len(sent) == 1
+    assert verify(client, api_key, otp_id, sent[0]["code"]).status_code == 200
+
+
+def test_sweep_leaves_otp_with_pending_send_job_alone(app, client, api_key, run_worker, outbox):
+    otp_id = _queued(client, api_key, "+905551110312")
+    shift_back(app, otp_id, 61, "last_sent_at")
+    assert _sweep(app) == {"expired": 0, "requeued": 0, "failed": 0}
+    run_worker()
+    assert len(outbox("+905551110312")) == 1
+
+
+def test_sweep_fails_stuck_otp_whose_code_is_gone(app, client, api_key, run_worker, outbox):
+    otp_id = _queued(client, api_key, "+905551110313")
+    _lose_send_job(app)
+    with app.app_context():
+        conn = redis_client.conn
+        sealed = list(conn.scan_iter(match="wpotp:seal:*"))
+        assert sealed
+        conn.delete(*sealed)
+    shift_back(app, otp_id, 61, "last_sent_at")
+
+    result = _sweep(app)
+    assert result == {"expired": 0, "requeued": 0, "failed": 1}
+    row = otp_row(app, otp_id)
+    assert row["status"] == "FAILED"
+    assert row["error"].startswith("queue_lost")
+    assert row["failed_at"] is not None
+    assert event_types(app, otp_id).count("otp.failed") == 1
+    run_worker()
+    assert outbox("+905551110313") == []
+    assert otp_row(app, otp_id)["status"] == "FAILED"
+
+
+def test_sweep_leaves_otp_with_scheduled_retry_alone(app, make_app, api_key, run_worker):
+    patient = make_app(SEND_RETRY_DELAYS=[100])
+    c = patient.test_client()
+    otp_id = _queued(c, api_key, "+15005550002")
+    run_worker(patient)
+    assert len(send_attempts(patient, otp_id)) == 1
+    assert otp_row(patient, otp_id)["status"] == "QUEUED"  # waiting for its retry
+    shift_back(patient, otp_id, 61, "last_sent_at")
+    assert _sweep(patient) == {"expired": 0, "requeued": 0, "failed": 0}
+    with patient.app_context():
+        assert len(get_queue("otp").scheduled_job_registry.get_job_ids()) == 1
+        assert get_queue("otp").count == 0
