@@ -77,6 +77,46 @@ def env_limit(name: str, default: str) -> str:
     return value
 
 
+def optional_secret(name: str) -> str:
+    """A secret from NAME or NAME_FILE, or empty."""
+    value = env_str(name)
+    file_name = env_str(f"{name}_FILE")
+    if not value and file_name:
+        value = Path(file_name).read_text().strip()
+    return value
+
+
+def provider_problems(cfg: dict, provider: str) -> list[str]:
+    """What is missing or malformed for `provider`, each naming its setting; empty when complete."""
+    problems: list[str] = []
+
+    def need(*names: str) -> None:
+        problems.extend(f"{n} is not set" for n in names if not cfg.get(n))
+
+    def url(name: str) -> None:
+        value = cfg.get(name, "")
+        if value and not value.startswith(("http://", "https://")):
+            problems.append(f"{name} must start with http:// or https://, not {value!r}")
+
+    if provider == "cloud_api":
+        need("WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")
+        url("WHATSAPP_GRAPH_URL")
+        version = cfg.get("WHATSAPP_API_VERSION", "")
+        if not (version.startswith("v") and version[1:].replace(".", "").isdigit()):
+            problems.append(f"WHATSAPP_API_VERSION must look like v23.0, not {version!r}")
+        if cfg.get("WHATSAPP_PHONE_NUMBER_ID") and not cfg["WHATSAPP_PHONE_NUMBER_ID"].isdigit():
+            problems.append("WHATSAPP_PHONE_NUMBER_ID must be the numeric id Meta shows, not the phone number")
+    elif provider == "gateway":
+        need("GATEWAY_KIND", "GATEWAY_URL", "GATEWAY_SESSION", "GATEWAY_WEBHOOK_TOKEN")
+        url("GATEWAY_URL")
+        if cfg.get("GATEWAY_KIND") and cfg["GATEWAY_KIND"] not in ("waha", "evolution"):
+            problems.append(f"GATEWAY_KIND must be waha or evolution, not {cfg['GATEWAY_KIND']!r}")
+        token = cfg.get("GATEWAY_WEBHOOK_TOKEN", "")
+        if token and len(token) < 24:
+            problems.append("GATEWAY_WEBHOOK_TOKEN must be at least 24 characters (it authenticates the gateway)")
+    return problems
+
+
 def secret_setting(name: str, instance_dir: Path, production: bool) -> str:
     """A secret from the environment, `NAME_FILE`, or (development only) `instance/`."""
     value = env_str(name)
@@ -133,6 +173,7 @@ class Config:
         if self.WPOTP_PROVIDER not in ("sandbox", "cloud_api", "gateway"):
             raise ConfigError(f"WPOTP_PROVIDER must be sandbox, cloud_api or gateway, not {self.WPOTP_PROVIDER!r}")
         self.SANDBOX_RECEIPT_DELAY = env_int("SANDBOX_RECEIPT_DELAY", 1)
+        self.load_whatsapp(production)
 
         self.API_RATE_LIMIT = env_limit("API_RATE_LIMIT", "120/minute")
         self.LOGIN_RATE_LIMIT = env_limit("LOGIN_RATE_LIMIT", "20/minute")
@@ -150,6 +191,27 @@ class Config:
 
         self.PORT = env_int("PORT", 8000, minimum=1)
         self.WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
+
+    def load_whatsapp(self, production: bool) -> None:
+        """Cloud API and gateway settings. Their completeness is checked by `provider_problems`."""
+        self.WHATSAPP_GRAPH_URL = env_str("WHATSAPP_GRAPH_URL", "https://graph.facebook.com").rstrip("/")
+        self.WHATSAPP_API_VERSION = env_str("WHATSAPP_API_VERSION", "v23.0")
+        self.WHATSAPP_PHONE_NUMBER_ID = env_str("WHATSAPP_PHONE_NUMBER_ID")
+        self.WHATSAPP_WABA_ID = env_str("WHATSAPP_WABA_ID")
+        self.WHATSAPP_TOKEN = optional_secret("WHATSAPP_TOKEN")
+        self.WHATSAPP_APP_SECRET = optional_secret("WHATSAPP_APP_SECRET")
+        self.WHATSAPP_VERIFY_TOKEN = optional_secret("WHATSAPP_VERIFY_TOKEN")
+        self.WHATSAPP_MPS = env_int("WHATSAPP_MPS", 80, minimum=1)
+        self.GATEWAY_KIND = env_str("GATEWAY_KIND").lower()
+        self.GATEWAY_URL = env_str("GATEWAY_URL").rstrip("/")
+        self.GATEWAY_API_KEY = optional_secret("GATEWAY_API_KEY")
+        self.GATEWAY_SESSION = env_str("GATEWAY_SESSION")
+        # The gateway posts its acks to /webhooks/gateway/<token>: the token is what authenticates it.
+        self.GATEWAY_WEBHOOK_TOKEN = optional_secret("GATEWAY_WEBHOOK_TOKEN") or (
+            "" if production else secret_setting("GATEWAY_WEBHOOK_TOKEN", self.INSTANCE_DIR, False))
+        # WAHA can sign its webhooks (HMAC-SHA512); when this is set, unsigned acks are refused.
+        self.GATEWAY_WEBHOOK_HMAC_KEY = optional_secret("GATEWAY_WEBHOOK_HMAC_KEY")
+        self.PROVIDER_TIMEOUT = env_int("PROVIDER_TIMEOUT", 10, minimum=1)
 
     # Flask reads these names from the config object.
     def as_flask_config(self) -> dict:

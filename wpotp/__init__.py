@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import Config, ConfigError
+from config import Config, ConfigError, provider_problems
 
 from .extensions import csrf, db, limiter, login_manager, migrate, redis_client
 from .logs import configure_logging, install_request_id
@@ -44,23 +44,26 @@ def create_app(config: Config | None = None) -> Flask:
     from .api.errors import register_error_handlers
     from .cli import cli
     from .health import bp as health_bp
+    from .inbound import bp as inbound_bp
 
     login_manager.user_loader(lambda user_id: db.session.get(models.User, user_id))
     csrf.exempt(api_bp)  # the API authenticates with keys, not cookies
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    csrf.exempt(inbound_bp)  # providers authenticate by signature or URL token
+    limiter.exempt(inbound_bp)  # receipts must never be refused for volume
+    app.register_blueprint(inbound_bp)
     app.cli.add_command(cli)
     register_error_handlers(app)
     return app
 
 
 def _check_provider(app: Flask) -> None:
-    from .providers.base import available_providers
-
+    """Refuse to start with a provider whose settings are incomplete, naming each one."""
     name = app.config["WPOTP_PROVIDER"]
-    if name not in available_providers():
-        raise ConfigError(f"WPOTP_PROVIDER={name} is not available in this version; "
-                          f"use one of: {', '.join(available_providers())}")
+    problems = provider_problems(app.config, name)
+    if problems:
+        raise ConfigError(f"WPOTP_PROVIDER={name} is not configured: " + "; ".join(problems))
 
 
 def _tune_sqlite(engine) -> None:

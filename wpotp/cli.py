@@ -131,6 +131,22 @@ def worker_command(burst: bool) -> None:
         stop.set()
 
 
+@cli.command("sync-templates")
+def sync_templates_command() -> None:
+    """Pull the WhatsApp Business account's message templates (Cloud API) into wpotp."""
+    from config import provider_problems
+
+    from .otp.template_sync import sync_templates
+
+    problems = [p for p in provider_problems(current_app.config, "cloud_api") if "WABA" in p or "TOKEN" in p]
+    if not current_app.config["WHATSAPP_WABA_ID"]:
+        problems.insert(0, "WHATSAPP_WABA_ID is not set")
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    result = sync_templates()
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
 @cli.command("sweep")
 def sweep_command() -> None:
     """Expire due OTPs and rescue stuck sends, once."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
+from config import provider_problems
+
 from .extensions import db, limiter, redis_client
 
 bp = Blueprint("health", __name__)
@@ -31,7 +33,9 @@ def readyz():
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
+    provider = current_app.config["WPOTP_PROVIDER"]
+    problems = provider_problems(current_app.config, provider)
     ready = all(v == "ok" for v in checks.values())
     body = {"status": "ready" if ready else "unavailable", "checks": checks,
-            "provider": current_app.config["WPOTP_PROVIDER"]}
+            "provider": {"name": provider, "complete": not problems, "problems": problems}}
     return jsonify(body), 200 if ready else 503

@@ -168,7 +168,8 @@ class SendAttempt(db.Model):
     __tablename__ = "send_attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    otp_id: Mapped[str] = mapped_column(ForeignKey("otps.id"), index=True)
+    otp_id: Mapped[str | None] = mapped_column(ForeignKey("otps.id"), index=True)
+    message_id: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), index=True)
     generation: Mapped[int] = mapped_column(Integer)
     provider: Mapped[str] = mapped_column(String(16))
     ok: Mapped[bool] = mapped_column(Boolean)
@@ -179,6 +180,47 @@ class SendAttempt(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class MessageStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    READ = "READ"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+
+
+class Message(db.Model):
+    """A non-OTP template message (POST /v1/messages). Its variables are not secrets."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(32))
+    country: Mapped[str | None] = mapped_column(String(2))
+    template_id: Mapped[str] = mapped_column(ForeignKey("templates.id"))
+    language: Mapped[str] = mapped_column(String(16))
+    variables: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.QUEUED)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    error: Mapped[str | None] = mapped_column(String(500))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        Index("ix_messages_app_created", "app_id", "created_at", "id"),
+        Index("ix_messages_status_expires", "status", "expires_at"),
+    )
+
+
 class Event(db.Model):
     """Append-only: one row per status change or receipt. Never holds a code."""
 
@@ -187,6 +229,7 @@ class Event(db.Model):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("evt"))
     app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
     otp_id: Mapped[str | None] = mapped_column(ForeignKey("otps.id"), index=True)
+    message_id: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), index=True)
     type: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

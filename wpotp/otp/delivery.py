@@ -15,11 +15,11 @@ from sqlalchemy import select, update
 
 from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send
-from ..models import ACTIVE_STATUSES, Otp, OtpStatus, SendAttempt, Template
+from ..models import ACTIVE_STATUSES, Message, Otp, OtpStatus, SendAttempt, Template
 from ..providers import OutboundOtp, ProviderError, get_provider
 from ..util import utcnow
 from .codes import unseal_code
-from .events import record_event
+from .events import record_event, record_message_event
 from .service import expire_one, seal_key
 from .templates import render
 
@@ -105,37 +105,48 @@ def _fail(otp: Otp, reason: str, at: datetime | None = None) -> bool:
     return moved
 
 
-# Which column a receipt fills, and the statuses it may move the OTP out of (forward only).
+# Which column a receipt fills, and the statuses it may move a row out of (forward only).
+# OTP and Message statuses share these names.
 _RECEIPTS = {
-    "sent": ("sent_at", OtpStatus.SENT, (OtpStatus.QUEUED,)),
-    "delivered": ("delivered_at", OtpStatus.DELIVERED, (OtpStatus.QUEUED, OtpStatus.SENT)),
-    "read": ("read_at", OtpStatus.READ, (OtpStatus.QUEUED, OtpStatus.SENT, OtpStatus.DELIVERED)),
-    "failed": ("failed_at", OtpStatus.FAILED, (OtpStatus.QUEUED, OtpStatus.SENT, OtpStatus.DELIVERED)),
+    "sent": ("sent_at", "SENT", ("QUEUED",)),
+    "delivered": ("delivered_at", "DELIVERED", ("QUEUED", "SENT")),
+    "read": ("read_at", "READ", ("QUEUED", "SENT", "DELIVERED")),
+    "failed": ("failed_at", "FAILED", ("QUEUED", "SENT", "DELIVERED")),
 }
+RECEIPT_STATUSES = tuple(_RECEIPTS)
 
 
 def apply_receipt(provider: str, provider_message_id: str, status: str, at: datetime | None = None,
                   error: str | None = None) -> bool:
-    """Apply a provider's receipt. Returns False when it changed nothing.
+    """Apply a provider's receipt to the OTP or message it is about. False when it changed nothing.
 
-    Unknown message ids, repeats and receipts of a replaced (resent) message change no
+    Unknown message ids, repeats and receipts of a replaced (resent) OTP message change no
     status. A late receipt (delivered after read) is kept in the timeline without moving
     the status back.
     """
-    if status not in _RECEIPTS:
-        return False
-    otp, generation = _otp_for_message(provider_message_id)
-    if otp is None:
+    if status not in _RECEIPTS or not provider_message_id:
         return False
     now = at or utcnow()
+    otp, generation = _otp_for_message(provider_message_id)
+    if otp is not None:
+        if generation != otp.generation:
+            record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, superseded=True)
+            db.session.commit()
+            return False
+        return _apply(Otp, otp, (Otp.generation == generation,), status, now, error,
+                      lambda row, **data: record_event(row, f"otp.{status}", at=now, generation=generation, **data))
+    message = db.session.scalars(select(Message).where(Message.provider_message_id == provider_message_id)).first()
+    if message is not None:
+        return _apply(Message, message, (), status, now, error,
+                      lambda row, **data: record_message_event(row, f"message.{status}", at=now, **data))
+    return False
+
+
+def _apply(model, row, same_message: tuple, status: str, now: datetime, error: str | None, record) -> bool:
     column, target, movable = _RECEIPTS[status]
-    if generation != otp.generation:
-        record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, superseded=True)
-        db.session.commit()
-        return False
     first = db.session.execute(
-        update(Otp)
-        .where(Otp.id == otp.id, Otp.generation == generation, getattr(Otp, column).is_(None))
+        update(model)
+        .where(model.id == row.id, *same_message, getattr(model, column).is_(None))
         .values({column: now})
         .execution_options(synchronize_session=False)
     ).rowcount == 1
@@ -146,14 +157,13 @@ def apply_receipt(provider: str, provider_message_id: str, status: str, at: date
     if status == "failed":
         values["error"] = (error or "failed: reported by the provider")[:500]
     db.session.execute(
-        update(Otp)
-        .where(Otp.id == otp.id, Otp.generation == generation, Otp.status.in_(movable))
+        update(model)
+        .where(model.id == row.id, *same_message, model.status.in_(movable))
         .values(values)
         .execution_options(synchronize_session=False)
     )
-    db.session.refresh(otp)  # same transaction: the status this receipt left
-    extra = {"error": values["error"]} if status == "failed" else {}
-    record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, **extra)
+    db.session.refresh(row)  # same transaction: the status this receipt left
+    record(row, status=row.status, **({"error": values["error"]} if status == "failed" else {}))
     db.session.commit()
     return True
 
@@ -163,7 +173,8 @@ def _otp_for_message(provider_message_id: str) -> tuple[Otp | None, int]:
     if otp is not None:
         return otp, otp.generation
     attempt = db.session.scalars(
-        select(SendAttempt).where(SendAttempt.provider_message_id == provider_message_id)
+        select(SendAttempt).where(SendAttempt.provider_message_id == provider_message_id,
+                                  SendAttempt.otp_id.is_not(None))
     ).first()
     if attempt is None:
         return None, 0

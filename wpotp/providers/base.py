@@ -26,6 +26,19 @@ class OutboundOtp:
 
 
 @dataclass(frozen=True)
+class OutboundTemplate:
+    """A non-OTP template message (POST /v1/messages). `parameters` fill {{1}}, {{2}}, ... in order."""
+
+    message_id: str
+    app_id: str
+    recipient: str  # E.164
+    template_name: str
+    language: str
+    body: str  # the template body with the parameters filled in (for text-only gateways)
+    parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SendResult:
     provider_message_id: str
 
@@ -33,11 +46,16 @@ class SendResult:
 class ProviderError(Exception):
     """A send that did not go out. `permanent` means retrying cannot help."""
 
-    def __init__(self, reason: str, *, permanent: bool, code: str = "provider_error"):
+    def __init__(self, reason: str, *, permanent: bool, code: str = "provider_error",
+                 retry_after: float | None = None, config_fault: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
         self.code = code
+        # The provider's own hint of how long to wait (throughput and pair-rate limits).
+        self.retry_after = retry_after
+        # A token or permission problem: the operator must fix settings; shown as such.
+        self.config_fault = config_fault
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason}"
@@ -45,17 +63,24 @@ class ProviderError(Exception):
 
 class Provider:
     name = "base"
+    # Whether sends count against WHATSAPP_MPS, the cross-worker throughput cap.
+    throttled = False
 
     def send_otp(self, message: OutboundOtp) -> SendResult:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def after_sent(self, message: OutboundOtp, result: SendResult) -> None:
+    def send_template(self, message: OutboundTemplate) -> SendResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def after_sent(self, message: OutboundOtp | OutboundTemplate, result: SendResult) -> None:
         """Called once the send is committed as SENT. Real providers wait for receipts."""
 
 
 # Dotted paths, so a provider module is imported only when it is used.
 REGISTRY = {
     "sandbox": "wpotp.providers.sandbox.SandboxProvider",
+    "cloud_api": "wpotp.providers.cloud_api.CloudApiProvider",
+    "gateway": "wpotp.providers.gateway.GatewayProvider",
 }
 
 

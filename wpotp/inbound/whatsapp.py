@@ -1,0 +1,1 @@
+"""Meta WhatsApp Cloud API webhooks: /webhooks/whatsapp (to be written)."""
