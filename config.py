@@ -189,6 +189,7 @@ class Config:
         self.TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 
+        self.WORKER_THREADS = env_int("WORKER_THREADS", 16, minimum=1)
         self.PORT = env_int("PORT", 8000, minimum=1)
         self.WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
 

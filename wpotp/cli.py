@@ -4,16 +4,14 @@ alone on the last line of its output, so scripts can take it with `tail -n 1`.""
 from __future__ import annotations
 
 import secrets
-import threading
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from flask_migrate import upgrade
-from rq import SimpleWorker
 from sqlalchemy import or_, select
 
-from .extensions import QUEUE_NAMES, db, get_queue, redis_client
+from .extensions import db
 from .models import ApiKey, App, User
 from .otp.codes import hash_api_key
 from .otp.templates import seed_default_templates
@@ -115,20 +113,14 @@ def create_key_command(app_name: str, mode: str, name: str) -> None:
 
 @cli.command("worker")
 @click.option("--burst", is_flag=True, help="work until the queues are empty, then stop")
-def worker_command(burst: bool) -> None:
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="jobs in flight at once in this process (default: WORKER_THREADS)")
+def worker_command(burst: bool, threads: int | None) -> None:
     """An RQ worker on every queue, with the scheduler and the periodic-job ticker."""
-    from .jobs.schedule import start_ticker
+    from .jobs.worker import run_workers
 
     app = current_app._get_current_object()
-    stop = threading.Event()
-    if not burst:
-        start_ticker(app, stop)
-    queues = [get_queue(name) for name in QUEUE_NAMES]
-    worker = SimpleWorker(queues, connection=redis_client.conn)
-    try:
-        worker.work(burst=burst, with_scheduler=True, logging_level=app.config["LOG_LEVEL"])
-    finally:
-        stop.set()
+    run_workers(app, threads or app.config["WORKER_THREADS"], burst=burst)
 
 
 @cli.command("sync-templates")

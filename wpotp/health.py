@@ -8,6 +8,7 @@ from sqlalchemy import text
 from config import provider_problems
 
 from .extensions import db, limiter, redis_client
+from .providers.faults import last_config_fault
 
 bp = Blueprint("health", __name__)
 
@@ -36,6 +37,8 @@ def readyz():
     provider = current_app.config["WPOTP_PROVIDER"]
     problems = provider_problems(current_app.config, provider)
     ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks,
-            "provider": {"name": provider, "complete": not problems, "problems": problems}}
+    state = {"name": provider, "complete": not problems, "problems": problems}
+    if checks["redis"] == "ok":
+        state["lastConfigFault"] = last_config_fault(provider)
+    body = {"status": "ready" if ready else "unavailable", "checks": checks, "provider": state}
     return jsonify(body), 200 if ready else 503

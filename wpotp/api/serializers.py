@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import Event, Otp, Template, VerifyAttempt
+from ..models import Event, Message, Otp, Template, VerifyAttempt
 from ..util import iso
 
 
@@ -67,3 +67,29 @@ def template_item(template: Template) -> dict:
         "copyCodeButton": template.copy_code_button,
         "isDefault": template.is_default,
     }
+
+
+def message_detail(message: Message, with_timeline: bool = True) -> dict:
+    data = {
+        "id": message.id,
+        "status": message.status,
+        "recipient": message.recipient,
+        "templateId": message.template_id,
+        "language": message.language,
+        "variables": message.variables,
+        "mode": message.mode,
+        "expiresAt": iso(message.expires_at),
+        "createdAt": iso(message.created_at),
+        "sentAt": iso(message.sent_at),
+        "deliveredAt": iso(message.delivered_at),
+        "readAt": iso(message.read_at),
+        "failedAt": iso(message.failed_at),
+        "expiredAt": iso(message.expired_at),
+        "error": message.error,
+    }
+    if with_timeline:
+        events = db.session.scalars(
+            select(Event).where(Event.message_id == message.id).order_by(Event.created_at, Event.id)
+        ).all()
+        data["timeline"] = [event_item(e) for e in events]
+    return data

@@ -9,3 +9,10 @@ from . import job
 @job
 def send_otp_job(otp_id: str, generation: int, try_number: int = 1) -> str:
     return delivery.deliver_otp(otp_id, generation, try_number)
+
+
+@job
+def send_message_job(message_id: str, try_number: int = 1) -> str:
+    from .. import messages
+
+    return messages.deliver_message(message_id, try_number)

@@ -16,7 +16,9 @@ from sqlalchemy import select, update
 from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send
 from ..models import ACTIVE_STATUSES, Message, Otp, OtpStatus, SendAttempt, Template
-from ..providers import OutboundOtp, ProviderError, get_provider
+from ..providers import OutboundOtp, Provider, ProviderError, get_provider
+from ..providers.faults import note_config_fault
+from ..providers.throttle import wait_for_slot
 from ..util import utcnow
 from .codes import unseal_code
 from .events import record_event, record_message_event
@@ -46,11 +48,12 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     provider = get_provider(otp.provider)
     started = time.monotonic()
     try:
-        result = provider.send_otp(message)
+        result = call_provider(provider, provider.send_otp, message)
     except ProviderError as exc:
-        _record_send(otp, provider.name, started, error=exc)
+        record_send(provider.name, started, otp_id=otp.id, generation=otp.generation, error=exc)
         return _after_failure(otp, exc, try_number)
-    _record_send(otp, provider.name, started, message_id=result.provider_message_id)
+    record_send(provider.name, started, otp_id=otp.id, generation=otp.generation,
+                provider_message_id=result.provider_message_id)
     now = utcnow()
     moved = db.session.execute(
         update(Otp)
@@ -67,24 +70,47 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     return "sent" if moved else "sent-late"
 
 
-def _record_send(otp: Otp, provider: str, started: float, message_id: str | None = None,
-                 error: ProviderError | None = None) -> None:
+def call_provider(provider: Provider, send, message):
+    """One provider call: wait for a throughput slot if the provider is capped, then send.
+
+    A configuration fault (bad token, missing permission) is also noted for operators.
+    """
+    if provider.throttled:
+        wait_for_slot(provider.name)
+    try:
+        return send(message)
+    except ProviderError as exc:
+        if exc.config_fault:
+            note_config_fault(provider.name, str(exc))
+        raise
+
+
+def record_send(provider: str, started: float, *, otp_id: str | None = None, message_id: str | None = None,
+                generation: int = 1, error: ProviderError | None = None,
+                provider_message_id: str | None = None) -> None:
+    """Keep one row per provider call: which message, how long, what went wrong."""
     db.session.add(SendAttempt(
-        otp_id=otp.id, generation=otp.generation, provider=provider, ok=error is None,
-        provider_message_id=message_id, permanent=None if error is None else error.permanent,
+        otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, ok=error is None,
+        provider_message_id=provider_message_id, permanent=None if error is None else error.permanent,
         error=None if error is None else str(error)[:500], latency_ms=int((time.monotonic() - started) * 1000),
     ))
 
 
+def retry_delay(exc: ProviderError, try_number: int) -> int | None:
+    """Seconds before the next try, or None when no try is left. The provider's hint wins if longer."""
+    delays = current_app.config["SEND_RETRY_DELAYS"]
+    if exc.permanent or try_number > len(delays):
+        return None
+    return max(delays[try_number - 1], int(exc.retry_after or 0))
+
+
 def _after_failure(otp: Otp, exc: ProviderError, try_number: int) -> str:
     """Retry with backoff while the OTP is alive; otherwise FAILED with the provider's reason."""
-    delays = current_app.config["SEND_RETRY_DELAYS"]
-    if not exc.permanent and try_number <= len(delays):
-        delay = delays[try_number - 1]
-        if (otp.expires_at - utcnow()).total_seconds() > delay:
-            db.session.commit()
-            enqueue_send(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
-            return "retrying"
+    delay = retry_delay(exc, try_number)
+    if delay is not None and (otp.expires_at - utcnow()).total_seconds() > delay:
+        db.session.commit()
+        enqueue_send(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
+        return "retrying"
     _fail(otp, str(exc))
     return "failed"
 

@@ -36,23 +36,31 @@ def _strategy() -> MovingWindowRateLimiter:
     return strategy
 
 
+def app_daily_limit(app: App) -> SendLimit:
+    cap = app.daily_send_cap or current_app.config["APP_DAILY_SEND_CAP"]
+    return SendLimit("app_daily", parse(f"{cap}/day"), ("send-app", app.id))
+
+
 def send_limits(app: App, recipient: str) -> list[SendLimit]:
     recipient_rule = app.recipient_rate_limit or current_app.config["RECIPIENT_RATE_LIMIT"]
-    cap = app.daily_send_cap or current_app.config["APP_DAILY_SEND_CAP"]
     limits = [SendLimit("recipient", item, ("send-recipient", app.id, recipient))
               for item in parse_many(recipient_rule)]
-    limits.append(SendLimit("app_daily", parse(f"{cap}/day"), ("send-app", app.id)))
+    limits.append(app_daily_limit(app))
     return limits
 
 
 def consume_send(app: App, recipient: str) -> None:
-    """Count one message to `recipient`, or raise RateLimited without counting anything.
+    """Count one OTP message to `recipient` (recipient windows and the app's daily cap)."""
+    consume(send_limits(app, recipient))
+
+
+def consume(limits: list[SendLimit]) -> None:
+    """Count one send against each limit, or raise RateLimited without counting anything.
 
     Every window is tested first so a refused send does not eat into the others; the
     hits themselves are atomic in Redis, so two racing sends cannot both take the last slot.
     """
     strategy = _strategy()
-    limits = send_limits(app, recipient)
     for lim in limits:
         if not strategy.test(lim.item, *lim.identifiers):
             raise _limited(strategy, lim)

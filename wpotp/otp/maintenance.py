@@ -29,9 +29,12 @@ _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.
 
 
 def sweep() -> dict:
+    from ..messages import expire_due_messages
+
     expired = expire_due()
     requeued, failed = rescue_stuck()
-    result = {"expired": expired, "requeued": requeued, "failed": failed}
+    result = {"expired": expired, "requeued": requeued, "failed": failed,
+              "messages_expired": expire_due_messages()}
     if any(result.values()):
         log.info("sweep: %s", result)
     return result

@@ -11,11 +11,15 @@ from ..models import Template
 CODE_PLACEHOLDER = "{{1}}"
 
 # Seeded by `init`: Meta AUTHENTICATION-category bodies (Meta fixes this wording for the category).
+# `wpotp_order_update` is a sample UTILITY template for POST /v1/messages in the sandbox; with the
+# Cloud API, `sync-templates` marks it NOT_IN_WABA unless the business has one of that name.
 DEFAULT_TEMPLATES = (
-    {"name": "wpotp_verification", "language": "en",
+    {"name": "wpotp_verification", "language": "en", "category": "AUTHENTICATION",
      "body": "*{{1}}* is your verification code. For your security, do not share this code."},
-    {"name": "wpotp_verification", "language": "tr",
+    {"name": "wpotp_verification", "language": "tr", "category": "AUTHENTICATION",
      "body": "Doğrulama kodunuz *{{1}}*. Güvenliğiniz için bu kodu kimseyle paylaşmayın."},
+    {"name": "wpotp_order_update", "language": "en", "category": "UTILITY",
+     "body": "Your order {{1}} is {{2}}."},
 )
 
 
@@ -58,8 +62,9 @@ def seed_default_templates() -> int:
             select(Template).where(Template.name == spec["name"], Template.language == spec["language"])
         ).first()
         if exists is None:
+            is_auth = spec["category"] == "AUTHENTICATION"
             db.session.add(Template(name=spec["name"], language=spec["language"], body=spec["body"],
-                                    category="AUTHENTICATION", copy_code_button=True, status="APPROVED",
-                                    is_default=True))
+                                    category=spec["category"], copy_code_button=is_auth, status="APPROVED",
+                                    is_default=is_auth))
             created += 1
     return created

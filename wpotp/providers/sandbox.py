@@ -14,7 +14,7 @@ from flask import current_app
 
 from ..extensions import get_queue, redis_client
 from ..util import iso, new_id, utcnow
-from .base import OutboundOtp, Provider, ProviderError, SendResult
+from .base import OutboundOtp, OutboundTemplate, Provider, ProviderError, SendResult
 
 OUTBOX_KEY = "wpotp:sandbox:outbox"
 OUTBOX_SIZE = 500
@@ -26,22 +26,22 @@ class SandboxProvider(Provider):
     name = "sandbox"
 
     def send_otp(self, message: OutboundOtp) -> SendResult:
-        if message.recipient == PERMANENT_FAILURE:
+        return self._deliver(message.recipient, {"otpId": message.otp_id, "appId": message.app_id,
+                                                 "template": message.template_name, "language": message.language,
+                                                 "text": message.body, "code": message.code})
+
+    def send_template(self, message: OutboundTemplate) -> SendResult:
+        return self._deliver(message.recipient, {"messageId": message.message_id, "appId": message.app_id,
+                                                 "template": message.template_name, "language": message.language,
+                                                 "text": message.body})
+
+    def _deliver(self, recipient: str, fields: dict) -> SendResult:
+        if recipient == PERMANENT_FAILURE:
             raise ProviderError("recipient is not on WhatsApp (sandbox)", permanent=True, code="sandbox_undeliverable")
-        if message.recipient == RETRYABLE_FAILURE:
+        if recipient == RETRYABLE_FAILURE:
             raise ProviderError("temporary failure (sandbox)", permanent=False, code="sandbox_temporary")
         message_id = new_id("sbx")
-        entry = {
-            "id": message_id,
-            "otpId": message.otp_id,
-            "appId": message.app_id,
-            "recipient": message.recipient,
-            "template": message.template_name,
-            "language": message.language,
-            "text": message.body,
-            "code": message.code,
-            "createdAt": iso(utcnow()),
-        }
+        entry = {"id": message_id, "recipient": recipient, **fields, "createdAt": iso(utcnow())}
         conn = redis_client.conn
         pipe = conn.pipeline()
         pipe.lpush(OUTBOX_KEY, json.dumps(entry))
@@ -50,7 +50,7 @@ class SandboxProvider(Provider):
         pipe.execute()
         return SendResult(provider_message_id=message_id)
 
-    def after_sent(self, message: OutboundOtp, result: SendResult) -> None:
+    def after_sent(self, message: OutboundOtp | OutboundTemplate, result: SendResult) -> None:
         """Simulate WhatsApp's receipts: delivered, then read."""
         delay = current_app.config["SANDBOX_RECEIPT_DELAY"]
         queue = get_queue("default")

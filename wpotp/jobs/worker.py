@@ -1,0 +1,61 @@
+"""The worker process: RQ SimpleWorkers in threads, so one process keeps many sends in flight.
+
+A send spends most of its time waiting for the provider (Meta answers in ~100-300 ms), so a
+single sequential worker would cap a process at a few messages a second. Each thread runs
+its own SimpleWorker on the same queues; the main thread's worker also runs RQ's scheduler
+(delayed retries, sandbox receipts) and owns the signals. On SIGTERM the main worker finishes
+its job, then the threads are asked to stop and finish theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+from rq import SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+
+from ..extensions import QUEUE_NAMES, get_queue, redis_client
+from .schedule import start_ticker
+
+log = logging.getLogger("wpotp.worker")
+
+
+class ThreadWorker(SimpleWorker):
+    """A SimpleWorker that can live off the main thread: timer-based job timeouts, no signals."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        """Signals belong to the main thread's worker."""
+
+
+def run_workers(app: Flask, threads: int, burst: bool = False) -> None:
+    stop = threading.Event()
+    if not burst:
+        start_ticker(app, stop)
+    queues = [get_queue(name) for name in QUEUE_NAMES]
+    conn = redis_client.conn
+    helpers = [ThreadWorker(queues, connection=conn, worker_ttl=20) for _ in range(max(0, threads - 1))]
+    running = [threading.Thread(target=_work, args=(app, w, burst), name=f"rq-{i}", daemon=True)
+               for i, w in enumerate(helpers, start=1)]
+    for thread in running:
+        thread.start()
+    try:
+        SimpleWorker(queues, connection=conn).work(burst=burst, with_scheduler=True,
+                                                    logging_level=app.config["LOG_LEVEL"])
+    finally:
+        stop.set()
+        for worker in helpers:
+            worker._stop_requested = True  # noticed between jobs, within a dequeue timeout
+        for thread in running:
+            thread.join(timeout=60)
+
+
+def _work(app: Flask, worker: ThreadWorker, burst: bool) -> None:
+    with app.app_context():
+        try:
+            worker.work(burst=burst, logging_level=app.config["LOG_LEVEL"])
+        except Exception:
+            log.exception("worker thread %s stopped", worker.name)
