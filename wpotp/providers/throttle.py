@@ -23,19 +23,24 @@ local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local next_tat = tat + interval
-redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.floor((next_tat - now) / 1000) + 1000)
-return tat - now
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.floor((next_tat - now) / 1000) + 1000)
+return {string.format('%.0f', tat), string.format('%.0f', now)}
 """
+
+
+def reserve_slot(name: str, per_second: int) -> tuple[int, int]:
+    """Reserve the next send slot: (slot time, Redis time now), both in microseconds."""
+    script = current_app.extensions.get("wpotp_throttle_script")
+    if script is None:
+        script = current_app.extensions["wpotp_throttle_script"] = redis_client.conn.register_script(_RESERVE)
+    slot, now = script(keys=[KEY.format(name=name)], args=[int(1_000_000 / per_second)])
+    return int(slot), int(now)
 
 
 def wait_for_slot(name: str, per_second: int | None = None) -> float:
     """Block until this process may start one send; returns the seconds waited."""
-    rate = per_second or current_app.config["WHATSAPP_MPS"]
-    conn = redis_client.conn
-    script = current_app.extensions.get("wpotp_throttle_script")
-    if script is None:
-        script = current_app.extensions["wpotp_throttle_script"] = conn.register_script(_RESERVE)
-    wait = int(script(keys=[KEY.format(name=name)], args=[int(1_000_000 / rate)])) / 1_000_000
+    slot, now = reserve_slot(name, per_second or current_app.config["WHATSAPP_MPS"])
+    wait = (slot - now) / 1_000_000
     if wait > 0:
         time.sleep(wait)
     return wait
