@@ -51,6 +51,10 @@ def run_workers(app: Flask, threads: int, burst: bool = False) -> None:
             worker._stop_requested = True  # noticed between jobs, within a dequeue timeout
         for thread in running:
             thread.join(timeout=60)
+    # A burst ends when the queues are empty, but a thread's last job may have queued more
+    # (a retry, the sandbox's receipts) after the others stopped looking: drain those too.
+    while burst and any(queue.count for queue in queues):
+        SimpleWorker(queues, connection=conn).work(burst=True, logging_level=app.config["LOG_LEVEL"])
 
 
 def _work(app: Flask, worker: ThreadWorker, burst: bool) -> None:

@@ -1,8 +1,10 @@
 """The WHATSAPP_MPS cap, held in Redis so it binds every worker process together.
 
-A GCRA ("virtual scheduling") limiter: each send reserves the next free slot, slots are
-1/MPS seconds apart, and the caller sleeps until its slot. Redis's own clock is used, so
-workers on different hosts agree. Sends therefore start at most MPS times in any second.
+A sliding log of send start times: a send may start only while fewer than MPS sends started
+in the last window, checked and recorded in one Lua call at the moment of dispatch, on
+Redis's clock (so workers on different hosts agree). The window is 1 s plus a small margin,
+so the jitter between dispatch and the request reaching Meta cannot push more than MPS
+requests into any second at Meta's end.
 """
 
 from __future__ import annotations
@@ -12,35 +14,43 @@ import time
 from flask import current_app
 
 from ..extensions import redis_client
+from ..util import random_base62
 
 KEY = "wpotp:throttle:{name}"
+WINDOW_US = 1_050_000  # 1 s + 50 ms of margin for dispatch-to-arrival jitter
 
-# Returns how many microseconds the caller must wait before its slot.
-_RESERVE = """
+# Returns 0 when the send may start now (and records it), else microseconds to wait.
+_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.floor((next_tat - now) / 1000) + 1000)
-return {string.format('%.0f', tat), string.format('%.0f', now)}
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
 
-def reserve_slot(name: str, per_second: int) -> tuple[int, int]:
-    """Reserve the next send slot: (slot time, Redis time now), both in microseconds."""
+def try_take(name: str, per_second: int) -> float:
+    """Take a send slot if one is free: 0.0 when taken, else the seconds until one may free up."""
     script = current_app.extensions.get("wpotp_throttle_script")
     if script is None:
-        script = current_app.extensions["wpotp_throttle_script"] = redis_client.conn.register_script(_RESERVE)
-    slot, now = script(keys=[KEY.format(name=name)], args=[int(1_000_000 / per_second)])
-    return int(slot), int(now)
+        script = current_app.extensions["wpotp_throttle_script"] = redis_client.conn.register_script(_TAKE)
+    wait_us = script(keys=[KEY.format(name=name)], args=[per_second, WINDOW_US, random_base62(12)])
+    return int(wait_us) / 1_000_000
 
 
 def wait_for_slot(name: str, per_second: int | None = None) -> float:
     """Block until this process may start one send; returns the seconds waited."""
-    slot, now = reserve_slot(name, per_second or current_app.config["WHATSAPP_MPS"])
-    wait = (slot - now) / 1_000_000
-    if wait > 0:
-        time.sleep(wait)
-    return wait
+    rate = per_second or current_app.config["WHATSAPP_MPS"]
+    waited = 0.0
+    while (wait := try_take(name, rate)) > 0:
+        # Waiters wake spread out a little, so they do not all ask Redis at the same instant.
+        pause = wait + (hash(random_base62(4)) % 20) / 1000
+        time.sleep(pause)
+        waited += pause
+    return waited
