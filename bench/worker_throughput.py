@@ -20,7 +20,6 @@ if missing) or SQLite with --sqlite, and Redis db 9 (flushed). Not part of `make
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,7 +28,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -39,49 +37,68 @@ sys.path.insert(0, str(ROOT))
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
+DOUBLE = """
+import json, sys, threading, time, redis
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+latency, redis_url = float(sys.argv[1]), sys.argv[2]
+r = redis.Redis.from_url(redis_url)
+counter = iter(range(1, 10**9))
+lock = threading.Lock()
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        arrived = time.time()
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        r.rpush("bench:arrivals", f"{arrived} {body.get('to', '')}")
+        with lock:
+            n = next(counter)
+        time.sleep(latency)
+        out = json.dumps({"messaging_product": "whatsapp", "contacts": [{"wa_id": body.get("to")}],
+                          "messages": [{"id": f"wamid.bench{n}"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+server.request_queue_size = 512
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 class GraphDouble:
-    """Answers like Meta after `latency` seconds; records (arrival time, recipient)."""
+    """Meta's /messages in its own process (so it does not share a GIL with what it measures):
+    answers after `latency` seconds and records (arrival time, recipient) in Redis."""
 
     def __init__(self, latency: float):
-        self.latency = latency
-        self.arrivals: list[tuple[float, str]] = []
-        self.lock = threading.Lock()
-        double = self
+        import redis
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        self.redis = redis.Redis.from_url(REDIS_URL)
+        self.proc = subprocess.Popen([sys.executable, "-c", DOUBLE, str(latency), REDIS_URL],
+                                     stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.proc.stdout.readline().strip()}"
 
-            def do_POST(self):  # noqa: N802
-                arrived = time.time()
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                with double.lock:
-                    double.arrivals.append((arrived, body.get("to", "")))
-                    n = len(double.arrivals)
-                time.sleep(double.latency)
-                out = json.dumps({"messaging_product": "whatsapp", "contacts": [{"wa_id": body.get("to")}],
-                                  "messages": [{"id": f"wamid.bench{n}"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 512
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def arrivals(self) -> list[tuple[float, str]]:
+        rows = [raw.decode().split(" ", 1) for raw in self.redis.lrange("bench:arrivals", 0, -1)]
+        return [(float(t), to) for t, to in rows]
 
     def reset(self) -> None:
-        with self.lock:
-            self.arrivals.clear()
+        self.redis.delete("bench:arrivals")
 
     def count(self) -> int:
-        with self.lock:
-            return len(self.arrivals)
+        return self.redis.llen("bench:arrivals")
+
+    def close(self) -> None:
+        self.proc.terminate()
 
 
 def database_url(use_sqlite: bool, instance: Path) -> str:
@@ -275,6 +292,7 @@ def main() -> None:
         stop_workers(workers)
     print(f"cap WHATSAPP_MPS={args.cap}, 2 workers: most provider requests in any 1 s window: "
           f"{busiest_second(double)}")
+    double.close()
 
 
 if __name__ == "__main__":
