@@ -11,7 +11,8 @@ from wpotp import create_app
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     for name in ("SECRET_KEY", "OTP_HASH_KEY", "SECRET_KEY_FILE", "OTP_HASH_KEY_FILE", "WPOTP_ENV",
-                 "SESSION_COOKIE_SECURE", "DATABASE_URL", "WPOTP_PROVIDER", "API_RATE_LIMIT"):
+                 "SESSION_COOKIE_SECURE", "DATABASE_URL", "WPOTP_PROVIDER", "API_RATE_LIMIT", "WHATSAPP_TOKEN",
+                 "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "WHATSAPP_PHONE_NUMBER_ID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WPOTP_INSTANCE_DIR", str(tmp_path))
     return monkeypatch
@@ -61,10 +62,15 @@ def test_malformed_settings_stop_start_up_naming_the_variable(clean_env, name, v
         Config.from_env()
 
 
-def test_provider_without_an_implementation_is_refused(clean_env):
+def test_a_provider_with_missing_settings_refuses_to_start_naming_each(clean_env):
     clean_env.setenv("WPOTP_PROVIDER", "cloud_api")
-    with pytest.raises(ConfigError, match="cloud_api"):
+    clean_env.setenv("WHATSAPP_PHONE_NUMBER_ID", "+905551112233")
+    with pytest.raises(ConfigError) as refused:
         create_app()
+    message = str(refused.value)
+    for name in ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"):
+        assert f"{name} is not set" in message
+    assert "WHATSAPP_PHONE_NUMBER_ID must be the numeric id" in message
 
 
 def test_factory_builds_independent_apps(tmp_path):

@@ -83,3 +83,8 @@ def test_queue_down_during_resend_leaves_the_otp_as_it_was(make_app, app, client
         assert "otp.resent" not in types
     ok = client.post(f"/v1/otp/{otp_id}/verify", headers=api_key.headers, json={"code": "1234"})
     assert ok.status_code == 200
+
+
+def test_readyz_reports_the_provider_and_its_missing_settings(make_app, app):
+    body = app.test_client().get("/readyz").json
+    assert body["provider"] == {"name": "sandbox", "complete": True, "problems": [], "lastConfigFault": None}

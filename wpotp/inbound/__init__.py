@@ -8,8 +8,17 @@ and never change an OTP any other way.
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 bp = Blueprint("inbound", __name__, url_prefix="/webhooks")
+
+# Providers batch receipts (Meta) or send whole message objects (gateways): a big batch must not
+# be refused by the API's small body cap, or the provider would retry it for days.
+MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+@bp.before_request
+def _allow_big_batches() -> None:
+    request.max_content_length = MAX_WEBHOOK_BYTES
 
 from . import gateway, whatsapp  # noqa: E402,F401  (routes register on bp)
