@@ -130,7 +130,8 @@ def sync_templates_command() -> None:
 
     from .otp.template_sync import sync_templates
 
-    problems = [p for p in provider_problems(current_app.config, "cloud_api") if "WABA" in p or "TOKEN" in p]
+    needed = ("WHATSAPP_TOKEN", "WHATSAPP_GRAPH_URL", "WHATSAPP_API_VERSION")  # not the phone id or webhook ones
+    problems = [p for p in provider_problems(current_app.config, "cloud_api") if p.startswith(needed)]
     if not current_app.config["WHATSAPP_WABA_ID"]:
         problems.insert(0, "WHATSAPP_WABA_ID is not set")
     if problems:

@@ -51,8 +51,8 @@ class GatewaySettings:
 
 class GatewayProvider(Provider):
     name = "gateway"
-    # A linked WhatsApp-Web account is not a Meta business number: WHATSAPP_MPS does not apply.
-    throttled = False
+    # SPEC §7: no worker exceeds WHATSAPP_MPS; a WhatsApp-Web session that floods risks a ban too.
+    throttled = True
 
     def send_otp(self, message: OutboundOtp) -> SendResult:
         return self._send(message.recipient, message.body, hide=(message.code, message.body))

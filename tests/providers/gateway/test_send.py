@@ -7,6 +7,7 @@ import pytest
 from config import ConfigError
 from tests.otp.support import event_types, send_attempts
 from wpotp.providers.base import OutboundTemplate, get_provider
+from wpotp.providers.throttle import try_take
 
 from .gateways import API_KEY, SESSION, Evolution, Waha
 from .support import CODE, DIGITS, RECIPIENT, message_id_of, send_and_work, status_of
@@ -81,10 +82,14 @@ def test_a_template_message_goes_out_as_its_filled_in_text(gateway, gateway_app)
     assert result.provider_message_id == gateway.message_ids[0]
 
 
-def test_the_gateway_provider_is_not_held_to_the_cloud_api_throughput_cap(gateway, gateway_app):
-    with gateway_app(gateway).app_context():
-        provider = get_provider("gateway")
-    assert provider.name == "gateway" and provider.throttled is False
+def test_gateway_sends_count_against_the_throughput_cap(gateway, gateway_app, live_key, run_worker):
+    """SPEC §7: no worker exceeds WHATSAPP_MPS, whatever the provider: a send takes a slot."""
+    app = gateway_app(gateway)
+    send_and_work(app, live_key(app), run_worker)
+    with app.app_context():
+        assert get_provider("gateway").throttled is True
+        assert try_take("gateway", 1) > 0  # the one slot of this second is the send's
+        assert try_take("cloud_api", 1) == 0.0
 
 
 def test_start_up_names_each_missing_gateway_setting(make_app):
