@@ -12,10 +12,10 @@ from flask_migrate import upgrade
 from sqlalchemy import or_, select
 
 from .extensions import db
-from .models import ApiKey, App, User
+from .models import ApiKey, App, Event, User, WebhookEndpoint
 from .otp.codes import hash_api_key
 from .otp.templates import seed_default_templates
-from .util import random_base62
+from .util import random_base62, utcnow
 
 cli = AppGroup("wpotp", help="wpotp administration.")
 
@@ -138,6 +138,56 @@ def sync_templates_command() -> None:
         raise click.ClickException("; ".join(problems))
     result = sync_templates()
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
+@cli.command("set-webhook")
+@click.option("--app", "app_name", required=True, help="the app's name or id")
+@click.option("--url", required=True, help="https://... where events are POSTed")
+@click.option("--events", default="", help="comma-separated event names (default: every event)")
+def set_webhook_command(app_name: str, url: str, events: str) -> None:
+    """Set the app's webhook endpoint; a new signing secret is made and shown once, on the last line."""
+    from .webhooks.events import PUBLIC_EVENTS
+    from .webhooks.guard import UnsafeUrl, check_url
+    from .webhooks.signing import new_secret, seal_secret
+
+    app = find_app(app_name)
+    wanted = [e.strip() for e in events.split(",") if e.strip()] or list(PUBLIC_EVENTS)
+    unknown = sorted(set(wanted) - set(PUBLIC_EVENTS))
+    if unknown:
+        raise click.ClickException(f"unknown events: {', '.join(unknown)}; known: {', '.join(PUBLIC_EVENTS)}")
+    try:
+        check_url(url, current_app.config["WEBHOOK_ALLOW_PRIVATE"])
+    except UnsafeUrl as exc:
+        raise click.ClickException(str(exc)) from None
+    endpoint = db.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.app_id == app.id)).first()
+    if endpoint is None:
+        endpoint = WebhookEndpoint(app_id=app.id)
+        db.session.add(endpoint)
+    secret = new_secret()
+    endpoint.url, endpoint.events = url, [e for e in PUBLIC_EVENTS if e in wanted]
+    endpoint.secret_sealed, endpoint.secret_prefix = seal_secret(secret), secret[:10]
+    endpoint.secret_rotated_at = utcnow()
+    db.session.commit()
+    click.echo(f"webhook for app {app.name!r}: {url} ({len(endpoint.events)} events); "
+               "the signing secret is shown once, on the last line")
+    click.echo(secret)
+
+
+@cli.command("redeliver")
+@click.argument("event_id")
+def redeliver_command(event_id: str) -> None:
+    """Queue a fresh delivery of an event to its app's current webhook endpoint."""
+    from .webhooks.delivery import redeliver
+
+    event = db.session.get(Event, event_id) if len(event_id) <= 40 else None
+    if event is None:
+        raise click.ClickException(f"no event {event_id!r}")
+    try:
+        delivery = redeliver(event)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"queued {event.type} {event.id} to {delivery.url}")
+    click.echo(delivery.id)
 
 
 @cli.command("sweep")

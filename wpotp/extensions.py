@@ -34,7 +34,7 @@ def client_ip() -> str:
 
 limiter = Limiter(key_func=client_ip)
 
-QUEUE_NAMES = ("otp", "default")
+QUEUE_NAMES = ("otp", "default", "webhooks")
 
 
 class RedisHolder:

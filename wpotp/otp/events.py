@@ -6,18 +6,22 @@ from datetime import datetime
 
 from ..extensions import db
 from ..models import Event, Message, Otp
-from ..util import utcnow
+from ..util import new_id, utcnow
+from ..webhooks.events import owe_deliveries
 
 
 def record_event(otp: Otp, event_type: str, at: datetime | None = None, **data: object) -> Event:
     """Add (not commit) an event. `data` must never include a code."""
-    event = Event(app_id=otp.app_id, otp_id=otp.id, type=event_type, data=data, created_at=at or utcnow())
+    event = Event(id=new_id("evt"), app_id=otp.app_id, otp_id=otp.id, type=event_type, data=data,
+                  created_at=at or utcnow())
     db.session.add(event)
+    owe_deliveries(event)
     return event
 
 
 def record_message_event(message: Message, event_type: str, at: datetime | None = None, **data: object) -> Event:
-    event = Event(app_id=message.app_id, message_id=message.id, type=event_type, data=data,
+    event = Event(id=new_id("evt"), app_id=message.app_id, message_id=message.id, type=event_type, data=data,
                   created_at=at or utcnow())
     db.session.add(event)
+    owe_deliveries(event)
     return event

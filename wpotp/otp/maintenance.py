@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send, send_job_key
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
-from ..util import utcnow
+from ..util import new_id, utcnow
+from ..webhooks.events import owe_deliveries
 from .delivery import _fail
 from .service import seal_key
 
@@ -30,11 +31,12 @@ _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.
 
 def sweep() -> dict:
     from ..messages import expire_due_messages
+    from ..webhooks.delivery import rescue_due
 
     expired = expire_due()
     requeued, failed = rescue_stuck()
     result = {"expired": expired, "requeued": requeued, "failed": failed,
-              "messages_expired": expire_due_messages()}
+              "messages_expired": expire_due_messages(), "webhooks_requeued": rescue_due()}
     if any(result.values()):
         log.info("sweep: %s", result)
     return result
@@ -53,11 +55,11 @@ def expire_due() -> int:
             .returning(Otp.id, Otp.app_id, Otp.generation)
             .execution_options(synchronize_session=False)
         ).all()
-        db.session.add_all(
-            Event(app_id=row.app_id, otp_id=row.id, type="otp.expired", created_at=now,
-                  data={"status": OtpStatus.EXPIRED, "generation": row.generation})
-            for row in rows
-        )
+        for row in rows:
+            event = Event(id=new_id("evt"), app_id=row.app_id, otp_id=row.id, type="otp.expired", created_at=now,
+                          data={"status": OtpStatus.EXPIRED, "generation": row.generation})
+            db.session.add(event)
+            owe_deliveries(event)
         db.session.commit()
         total += len(rows)
         if len(rows) < BATCH:

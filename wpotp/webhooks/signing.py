@@ -1,0 +1,37 @@
+"""The signature recipe: X-Wpotp-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from cryptography.fernet import Fernet, InvalidToken
+from flask import current_app
+
+from ..util import random_base62
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def new_secret() -> str:
+    return f"whsec_{random_base62(40)}"
+
+
+def _fernet() -> Fernet:
+    # Derived from OTP_HASH_KEY, so the operator keeps one data key (rotating it re-keys all).
+    raw = hmac.new(current_app.config["OTP_HASH_KEY"].encode(), b"webhook-secret-encryption", hashlib.sha256)
+    return Fernet(base64.urlsafe_b64encode(raw.digest()))
+
+
+def seal_secret(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def unseal_secret(sealed: str) -> str:
+    try:
+        return _fernet().decrypt(sealed.encode()).decode()
+    except InvalidToken:
+        raise RuntimeError("the webhook secret cannot be read: was OTP_HASH_KEY changed? Rotate it.") from None
