@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from ..extensions import get_queue, redis_client
 from ..util import random_base62
 
 SEND_JOB = "wpotp.jobs.send.send_otp_job"
+
+
+_WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:
+    """Is this job still going to run, or running? A job `started` longer ago than `started_grace`
+    seconds is taken for dead (its worker was killed: RQ notices only minutes later)."""
+    if job_id is None:
+        return False
+    try:
+        job = Job.fetch(job_id.decode() if isinstance(job_id, bytes) else job_id, connection=redis_client.conn)
+    except NoSuchJobError:
+        return False
+    status = job.get_status()
+    if status in _WAITING:
+        return True
+    if status == JobStatus.STARTED and job.started_at is not None:
+        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - started).total_seconds() < started_grace
+    return False
 
 
 def send_job_key(otp_id: str) -> str:

@@ -12,12 +12,10 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from ..extensions import db, redis_client
-from ..jobs.enqueue import enqueue_send, send_job_key
+from ..jobs.enqueue import enqueue_send, job_alive, send_job_key
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
 from ..webhooks.events import owe_deliveries
@@ -26,7 +24,6 @@ from .service import seal_key
 
 log = logging.getLogger("wpotp.maintenance")
 BATCH = 500
-_PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def sweep() -> dict:
@@ -87,11 +84,6 @@ def rescue_stuck() -> tuple[int, int]:
 
 
 def _send_pending(otp_id: str) -> bool:
-    conn = redis_client.conn
-    job_id = conn.get(send_job_key(otp_id))
-    if job_id is None:
-        return False
-    try:
-        return Job.fetch(job_id.decode(), connection=conn).get_status() in _PENDING
-    except NoSuchJobError:
-        return False
+    # A send runs at most PROVIDER_TIMEOUT plus a throughput wait; twice that and more is a dead worker.
+    grace = 2 * current_app.config["PROVIDER_TIMEOUT"] + 30
+    return job_alive(redis_client.conn.get(send_job_key(otp_id)), grace)

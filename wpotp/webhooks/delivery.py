@@ -16,7 +16,8 @@ import requests
 from flask import current_app
 from sqlalchemy import select, update
 
-from ..extensions import db, get_queue
+from ..extensions import db, get_queue, redis_client
+from ..jobs.enqueue import job_alive
 from ..models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from ..util import random_base62, utcnow
 from .events import payload
@@ -30,12 +31,17 @@ _local = threading.local()
 
 def enqueue_delivery(delivery_id: str, delay: int = 0) -> None:
     queue = get_queue("webhooks")
-    kwargs = dict(job_id=f"webhook-{delivery_id}-{random_base62(6)}", description=f"webhook {delivery_id}",
-                  result_ttl=300, failure_ttl=86400)
+    job_id = f"webhook-{delivery_id}-{random_base62(6)}"
+    kwargs = dict(job_id=job_id, description=f"webhook {delivery_id}", result_ttl=300, failure_ttl=86400)
     if delay > 0:
         queue.enqueue_in(timedelta(seconds=delay), JOB, delivery_id, **kwargs)
     else:
         queue.enqueue(JOB, delivery_id, **kwargs)
+    redis_client.conn.set(_job_key(delivery_id), job_id, ex=delay + 86400)
+
+
+def _job_key(delivery_id: str) -> str:
+    return f"wpotp:whjob:{delivery_id}"
 
 
 def deliver(delivery_id: str) -> str:
@@ -57,7 +63,12 @@ def deliver(delivery_id: str) -> str:
         return _finish(delivery, "given_up", None, 0, None, "the app has no webhook endpoint any more")
     body = json.dumps(payload(db.session.get(Event, delivery.event_id)), separators=(",", ":")).encode()
     started = time.monotonic()
-    status_code, excerpt, error = _post(endpoint.url, body, delivery, unseal_secret(endpoint.secret_sealed))
+    try:
+        secret = unseal_secret(endpoint.secret_sealed)
+    except RuntimeError as exc:  # OTP_HASH_KEY changed: a failed attempt, until set-webhook is run again
+        status_code, excerpt, error = None, None, str(exc)
+    else:
+        status_code, excerpt, error = _post(endpoint.url, body, delivery, secret)
     duration = int((time.monotonic() - started) * 1000)
     delivery.url = endpoint.url
     if status_code is not None and 200 <= status_code < 300:
@@ -123,15 +134,18 @@ def _session() -> requests.Session:
 
 
 def rescue_due(limit: int = 500) -> int:
-    """Queue pending deliveries that are due but have no job (lost with Redis, or a killed worker's
-    lease has lapsed). The job's claim makes a duplicate harmless."""
+    """Queue pending deliveries that are due but have no live job (lost with Redis, or a killed
+    worker's lease has lapsed). One waiting in the queue is left alone; the job's claim makes any
+    duplicate harmless."""
     due = db.session.scalars(
         select(WebhookDelivery.id).where(WebhookDelivery.status == "pending",
                                          WebhookDelivery.next_attempt_at <= utcnow() - timedelta(seconds=5))
         .limit(limit)).all()
-    for delivery_id in due:
+    conn = redis_client.conn
+    lost = [d for d in due if not job_alive(conn.get(_job_key(d)), started_grace=0)]
+    for delivery_id in lost:
         enqueue_delivery(delivery_id)
-    return len(due)
+    return len(lost)
 
 
 def redeliver(evt: Event) -> WebhookDelivery:
