@@ -14,7 +14,7 @@ import pytest
 import redis
 from flask_migrate import upgrade
 from rq import SimpleWorker
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, make_url, text
 
 from config import TestConfig
 from wpotp import MIGRATIONS_DIR, create_app
@@ -29,13 +29,20 @@ BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") e
 KEEP_TABLES = {"alembic_version", "templates"}
 
 
-def _reset_schema(url: str) -> None:
-    """Drop everything in the test database so migrations run from nothing."""
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
+def _private_database(url: str) -> str:
+    """A fresh database of this test process's own beside TEST_DATABASE_URL's (`<name>_<pid>`), so
+    concurrent runs never share one; migrations then run on it from nothing."""
+    base = make_url(url)
+    name = f"{base.database}_{os.getpid()}"
+    _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def _admin(base, *statements: str) -> None:
+    engine = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
     engine.dispose()
 
 
@@ -46,15 +53,16 @@ def backend(request, tmp_path_factory) -> tuple[str, str, Path]:
     if request.param == "sqlite":
         url = f"sqlite:///{instance / 'test.db'}"
     else:
-        url = os.environ["TEST_DATABASE_URL"]
-        _reset_schema(url)
+        url = _private_database(os.environ["TEST_DATABASE_URL"])
     app = create_app(TestConfig(url, instance))
     with app.app_context():
         upgrade(directory=MIGRATIONS_DIR)
         seed_default_templates()
         db.session.commit()
         db.engine.dispose()
-    return request.param, url, instance
+    yield request.param, url, instance
+    if request.param == "postgresql":
+        _admin(make_url(url), f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def _clean(app) -> None:
