@@ -20,7 +20,7 @@ from ..extensions import db, get_queue, redis_client
 from ..jobs.enqueue import job_alive
 from ..models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from ..util import random_base62, utcnow
-from .events import payload
+from .events import PUBLIC_EVENTS, payload
 from .guard import UnsafeUrl, check_url
 from .signing import sign, unseal_secret
 
@@ -109,7 +109,8 @@ def _finish(delivery: WebhookDelivery, status: str, code: int | None, duration: 
     now = utcnow()
     number = delivery.attempts + 1
     next_at = now + timedelta(seconds=retry_in) if retry_in is not None else None
-    db.session.add(WebhookAttempt(delivery_id=delivery.id, number=number, started_at=now, status_code=code,
+    started_at = now - timedelta(milliseconds=duration)  # when the POST began, not when it ended
+    db.session.add(WebhookAttempt(delivery_id=delivery.id, number=number, started_at=started_at, status_code=code,
                                   duration_ms=duration, response_excerpt=excerpt, error=error,
                                   next_attempt_at=next_at))
     delivery.attempts = number
@@ -149,7 +150,10 @@ def rescue_due(limit: int = 500) -> int:
 
 
 def redeliver(evt: Event) -> WebhookDelivery:
-    """A fresh delivery of any event to the app's current endpoint (the console and CLI use this)."""
+    """A fresh delivery of a public event to the app's current endpoint (the console and CLI use this).
+    Internal events (otp.queued, ...) and receipts of a replaced message are never sent."""
+    if evt.type not in PUBLIC_EVENTS or (evt.data or {}).get("superseded"):
+        raise ValueError(f"{evt.type} events are internal and never sent to webhooks")
     now = utcnow()
     delivery = WebhookDelivery(app_id=evt.app_id, event_id=evt.id, event_type=evt.type, url="", status="pending",
                                attempts=0, next_attempt_at=now, created_at=now)

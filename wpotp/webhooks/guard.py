@@ -42,5 +42,6 @@ def check_url(url: str, allow_private: bool) -> None:
 def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
-    return (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-            or address.is_reserved or address.is_unspecified)
+    # Anything not globally routable: private, loopback, link-local, shared address space
+    # (100.64.0.0/10, where some clouds keep their metadata service), reserved, unspecified.
+    return not address.is_global or address.is_multicast
