@@ -50,7 +50,8 @@ def list_logs():
             query = query.where(Event.created_at >= at if op == "ge" else Event.created_at < at)
     if q.cursor:
         at, row_id = decode_cursor(q.cursor)
-        query = query.where(or_(Event.created_at < at, and_(Event.created_at == at, Event.id < row_id)))
+        query = query.where(Event.created_at <= at,  # an index range bound (see otp/queries.py)
+                            or_(Event.created_at < at, and_(Event.created_at == at, Event.id < row_id)))
     rows = db.session.scalars(query.order_by(Event.created_at.desc(), Event.id.desc()).limit(q.limit + 1)).all()
     next_cursor = encode_cursor(rows[q.limit - 1].created_at, rows[q.limit - 1].id) if len(rows) > q.limit else None
     return jsonify({"data": [log_item(e) for e in rows[: q.limit]], "nextCursor": next_cursor})

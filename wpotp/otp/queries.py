@@ -57,7 +57,9 @@ def list_otps(app_id: str, flt: OtpFilter, limit: int, cursor: str | None) -> tu
         query = query.where(Otp.created_at < flt.created_to)
     if cursor:
         at, row_id = decode_cursor(cursor)
-        query = query.where(or_(Otp.created_at < at, and_(Otp.created_at == at, Otp.id < row_id)))
+        # The plain bound lets PostgreSQL use the index as a range; the OR alone walks every newer row.
+        query = query.where(Otp.created_at <= at,
+                            or_(Otp.created_at < at, and_(Otp.created_at == at, Otp.id < row_id)))
     rows = db.session.scalars(query.order_by(Otp.created_at.desc(), Otp.id.desc()).limit(limit + 1)).all()
     next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor
