@@ -34,4 +34,4 @@ def rate_limit_headers(response):
     return response
 
 
-from . import logs, messages, otp, templates  # noqa: E402,F401  (routes register on bp)
+from . import logs, messages, otp, reports, templates  # noqa: E402,F401  (routes register on bp)
