@@ -205,6 +205,7 @@ class Config:
         self.WHATSAPP_APP_SECRET = optional_secret("WHATSAPP_APP_SECRET")
         self.WHATSAPP_VERIFY_TOKEN = optional_secret("WHATSAPP_VERIFY_TOKEN")
         self.WHATSAPP_MPS = env_int("WHATSAPP_MPS", 80, minimum=1)
+        self.WHATSAPP_MPS_MARGIN_MS = env_int("WHATSAPP_MPS_MARGIN_MS", 50)
         self.GATEWAY_KIND = env_str("GATEWAY_KIND").lower()
         self.GATEWAY_URL = env_str("GATEWAY_URL").rstrip("/")
         self.GATEWAY_API_KEY = optional_secret("GATEWAY_API_KEY")

@@ -17,7 +17,6 @@ from ..extensions import redis_client
 from ..util import random_base62
 
 KEY = "wpotp:throttle:{name}"
-WINDOW_US = 1_050_000  # 1 s + 50 ms of margin for dispatch-to-arrival jitter
 
 # Returns 0 when the send may start now (and records it), else microseconds to wait.
 _TAKE = """
@@ -40,7 +39,9 @@ def try_take(name: str, per_second: int) -> float:
     script = current_app.extensions.get("wpotp_throttle_script")
     if script is None:
         script = current_app.extensions["wpotp_throttle_script"] = redis_client.conn.register_script(_TAKE)
-    wait_us = script(keys=[KEY.format(name=name)], args=[per_second, WINDOW_US, random_base62(12)])
+    # 1 s plus a margin (WHATSAPP_MPS_MARGIN_MS, 50 by default) for dispatch-to-arrival jitter.
+    window_us = 1_000_000 + 1000 * current_app.config["WHATSAPP_MPS_MARGIN_MS"]
+    wait_us = script(keys=[KEY.format(name=name)], args=[per_second, window_us, random_base62(12)])
     return int(wait_us) / 1_000_000
 
 
