@@ -57,7 +57,7 @@ else
   echo "                ${FLASK[*]} wpotp create-user --email admin@localhost --password NEW-PASSWORD --role admin"
 fi
 cat <<BANNER
-  (The admin console is not built yet; the API below is.)
+  Console:      $base/console/
 
   Test API key (sandbox: codes appear in the sandbox outbox, never on WhatsApp):
     export WPOTP_KEY=$test_key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, redirect, url_for
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -43,6 +43,7 @@ def create_app(config: Config | None = None) -> Flask:
     from .api import bp as api_bp
     from .api.errors import register_error_handlers
     from .cli import cli
+    from .console import bp as console_bp
     from .health import bp as health_bp
     from .inbound import bp as inbound_bp
     from .webhooks import events as _webhook_fan_out  # noqa: F401  (registers the after-commit hook)
@@ -54,6 +55,8 @@ def create_app(config: Config | None = None) -> Flask:
     csrf.exempt(inbound_bp)  # providers authenticate by signature or URL token
     limiter.exempt(inbound_bp)  # receipts must never be refused for volume
     app.register_blueprint(inbound_bp)
+    app.register_blueprint(console_bp)
+    app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))
     app.cli.add_command(cli)
     register_error_handlers(app)
     return app

@@ -12,10 +12,10 @@ from flask_migrate import upgrade
 from sqlalchemy import or_, select
 
 from .extensions import db
-from .models import ApiKey, App, Event, User, WebhookEndpoint
+from .models import ApiKey, App, Event, User
 from .otp.codes import hash_api_key
 from .otp.templates import seed_default_templates
-from .util import random_base62, utcnow
+from .util import random_base62
 
 cli = AppGroup("wpotp", help="wpotp administration.")
 
@@ -126,14 +126,9 @@ def worker_command(burst: bool, threads: int | None) -> None:
 @cli.command("sync-templates")
 def sync_templates_command() -> None:
     """Pull the WhatsApp Business account's message templates (Cloud API) into wpotp."""
-    from config import provider_problems
+    from .otp.template_sync import sync_problems, sync_templates
 
-    from .otp.template_sync import sync_templates
-
-    needed = ("WHATSAPP_TOKEN", "WHATSAPP_GRAPH_URL", "WHATSAPP_API_VERSION")  # not the phone id or webhook ones
-    problems = [p for p in provider_problems(current_app.config, "cloud_api") if p.startswith(needed)]
-    if not current_app.config["WHATSAPP_WABA_ID"]:
-        problems.insert(0, "WHATSAPP_WABA_ID is not set")
+    problems = sync_problems(current_app.config)
     if problems:
         raise click.ClickException("; ".join(problems))
     result = sync_templates()
@@ -146,27 +141,13 @@ def sync_templates_command() -> None:
 @click.option("--events", default="", help="comma-separated event names (default: every event)")
 def set_webhook_command(app_name: str, url: str, events: str) -> None:
     """Set the app's webhook endpoint; a new signing secret is made and shown once, on the last line."""
-    from .webhooks.events import PUBLIC_EVENTS
-    from .webhooks.guard import UnsafeUrl, check_url
-    from .webhooks.signing import new_secret, seal_secret
+    from .webhooks.endpoints import configure_endpoint
 
     app = find_app(app_name)
-    wanted = [e.strip() for e in events.split(",") if e.strip()] or list(PUBLIC_EVENTS)
-    unknown = sorted(set(wanted) - set(PUBLIC_EVENTS))
-    if unknown:
-        raise click.ClickException(f"unknown events: {', '.join(unknown)}; known: {', '.join(PUBLIC_EVENTS)}")
     try:
-        check_url(url, current_app.config["WEBHOOK_ALLOW_PRIVATE"])
-    except UnsafeUrl as exc:
+        endpoint, secret = configure_endpoint(app, url, events.split(","), current_app.config["WEBHOOK_ALLOW_PRIVATE"])
+    except ValueError as exc:  # an unknown event, or an unsafe URL (UnsafeUrl)
         raise click.ClickException(str(exc)) from None
-    endpoint = db.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.app_id == app.id)).first()
-    if endpoint is None:
-        endpoint = WebhookEndpoint(app_id=app.id)
-        db.session.add(endpoint)
-    secret = new_secret()
-    endpoint.url, endpoint.events = url, [e for e in PUBLIC_EVENTS if e in wanted]
-    endpoint.secret_sealed, endpoint.secret_prefix = seal_secret(secret), secret[:10]
-    endpoint.secret_rotated_at = utcnow()
     db.session.commit()
     click.echo(f"webhook for app {app.name!r}: {url} ({len(endpoint.events)} events); "
                "the signing secret is shown once, on the last line")

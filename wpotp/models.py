@@ -307,3 +307,18 @@ class WebhookAttempt(db.Model):
     response_excerpt: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(String(300))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AuditEntry(db.Model):
+    """Every admin action in the console or CLI: who, what, on what, from where."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    actor: Mapped[str] = mapped_column(String(254))  # the user's email, or "cli"
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "key.create", "webhook.rotate"
+    target: Mapped[str | None] = mapped_column(String(64))  # an id: key_..., app_..., usr_...
+    details: Mapped[dict] = mapped_column(JSON, default=dict)  # never a secret
+    ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

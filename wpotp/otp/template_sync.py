@@ -29,6 +29,17 @@ class TemplateSyncError(click.ClickException):
     """Meta refused or could not be reached; the message says why (never the token)."""
 
 
+def sync_problems(cfg) -> list[str]:
+    """What stops a sync, each naming its setting; empty when WABA id, token and Graph URL are usable."""
+    from config import provider_problems
+
+    needed = ("WHATSAPP_TOKEN", "WHATSAPP_GRAPH_URL", "WHATSAPP_API_VERSION")  # not the phone id or webhook ones
+    problems = [p for p in provider_problems(cfg, "cloud_api") if p.startswith(needed)]
+    if not cfg["WHATSAPP_WABA_ID"]:
+        problems.insert(0, "WHATSAPP_WABA_ID is not set")
+    return problems
+
+
 def sync_templates() -> dict[str, int]:
     """Fetch every template of WHATSAPP_WABA_ID and upsert it. Returns counts for the CLI:
     fetched, created, updated (rows that changed) and missing (local rows the WABA lacks)."""

@@ -1,0 +1,101 @@
+"""The console's forms (Flask-WTF: each carries its CSRF token)."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from flask_wtf import FlaskForm
+from limits import parse_many
+from wtforms import (
+    EmailField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from ..webhooks.events import PUBLIC_EVENTS
+
+EMAIL = r"^[^@\s]+@[^@\s]+$"
+LANGUAGE = r"^[a-z]{2,3}(_[A-Z]{2})?$"
+ROLES = [SelectChoice("viewer", "viewer (read-only)"), SelectChoice("admin", "admin (everything)")]
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class KeyForm(FlaskForm):
+    name = StringField("Name", validators=[Optional(), Length(max=100)],
+                       description="A label for staff, e.g. “checkout (staging)”.")
+    mode = SelectField("Mode", default="test",
+                       choices=[SelectChoice("test", "test (sandbox, never reaches WhatsApp)"), SelectChoice("live")])
+
+
+class UserForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254),
+                                            Regexp(EMAIL, message="Enter an email address.")])
+    role = SelectField("Role", choices=ROLES, default="viewer")
+    password = PasswordField("Password", validators=[Optional(), Length(min=8, max=256)],
+                             description="Leave empty to generate one (shown once).")
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=ROLES)
+
+
+def _limit_string(form, field) -> None:
+    if field.data:
+        try:
+            parse_many(field.data)
+        except ValueError:
+            raise ValidationError("Write limits like 120/minute or 5/15minutes;10/day.") from None
+
+
+def _countries(form, field) -> None:
+    codes = [c for c in re.split(r"[\s,;]+", (field.data or "").upper()) if c]
+    unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
+    if unknown:
+        raise ValidationError(f"Not ISO 3166 country codes: {', '.join(unknown[:10])}.")
+    field.data = ",".join(dict.fromkeys(codes))  # normalised: upper case, comma-separated, no repeats
+
+
+class SettingsForm(FlaskForm):
+    otp_length = IntegerField("Code length", validators=[InputRequired(), NumberRange(4, 8)],
+                              description="Digits in a generated code, 4 to 8.")
+    otp_ttl = IntegerField("Code lifetime (seconds)", validators=[InputRequired(), NumberRange(60, 900)],
+                           description="60 to 900 seconds.")
+    max_attempts = IntegerField("Verify attempts", validators=[InputRequired(), NumberRange(1, 20)],
+                                description="Wrong codes allowed before an OTP dies, 1 to 20.")
+    allowed_countries = StringField("Allowed countries", validators=[Optional(), Length(max=1000), _countries],
+                                    description="ISO codes such as TR, DE, US; empty allows every country.")
+    api_rate_limit = StringField("API rate limit", validators=[Optional(), Length(max=100), _limit_string],
+                                 description="Per API key and IP, e.g. 120/minute; empty uses the server setting.")
+    recipient_rate_limit = StringField("Per-recipient limit",
+                                       validators=[Optional(), Length(max=100), _limit_string],
+                                       description="Sends to one number, e.g. 5/15minutes;10/day; "
+                                                   "empty uses the server setting.")
+    daily_send_cap = IntegerField("Daily send cap", validators=[Optional(), NumberRange(1, 100_000_000)],
+                                  description="Sends per day for this app; empty uses the server setting.")
+    default_language = StringField("Default language",
+                                   validators=[DataRequired(),
+                                               Regexp(LANGUAGE, message="Use a code like en or pt_BR.")],
+                                   description="Template language when a send names none, e.g. en, pt_BR.")
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class WebhookForm(FlaskForm):
+    url = StringField("Endpoint URL", validators=[DataRequired(), Length(max=2048)],
+                      description="https://... where events are POSTed.")
+    events = MultiCheckboxField("Events", choices=[SelectChoice(e) for e in PUBLIC_EVENTS],
+                                validators=[DataRequired(message="Pick at least one event.")])

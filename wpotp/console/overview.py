@@ -1,0 +1,48 @@
+"""The console's landing page: today's sends, the rates, the queues and the provider's state."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import redis
+from flask import current_app, render_template
+
+from config import provider_problems
+
+from ..extensions import QUEUE_NAMES, get_queue
+from ..providers.faults import last_config_fault
+from ..reports.usage import floor_to, usage_report
+from ..util import utcnow
+from . import bp
+from .auth import current_console_app
+
+
+def queue_depths() -> dict[str, int | None]:
+    """Jobs waiting per RQ queue; None when Redis does not answer (the page still renders)."""
+    depths: dict[str, int | None] = {}
+    for name in QUEUE_NAMES:
+        try:
+            depths[name] = get_queue(name).count
+        except redis.exceptions.RedisError:
+            depths[name] = None
+    return depths
+
+
+def provider_state() -> dict:
+    """The provider live keys use: its settings' problems and the last configuration fault seen."""
+    name = current_app.config["WPOTP_PROVIDER"]
+    problems = provider_problems(current_app.config, name)
+    try:
+        fault = last_config_fault(name)
+    except redis.exceptions.RedisError:
+        fault = None
+    return {"name": name, "complete": not problems, "problems": problems, "fault": fault}
+
+
+@bp.get("/")
+def overview():
+    app = current_console_app()
+    start = floor_to(utcnow(), "day")
+    today = usage_report(app.id, start, start + timedelta(days=1), "day")
+    return render_template("console/overview.html", app=app, today=today, day=start.date(),
+                           queues=queue_depths(), provider=provider_state())
