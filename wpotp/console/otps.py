@@ -18,7 +18,7 @@ from ..errors import InvalidPhone, ValidationError
 from ..extensions import db
 from ..models import Event, Otp, OtpStatus, SendAttempt, Template, VerifyAttempt, WebhookAttempt, WebhookDelivery
 from ..otp.phones import normalize_recipient
-from ..otp.queries import OtpFilter, decode_cursor, encode_cursor, list_attempts, list_otps
+from ..otp.queries import OtpFilter, decode_cursor, encode_cursor, filtered_otps, list_attempts, list_otps
 from ..otp.service import OTP_ID
 from ..util import parse_iso, utcnow
 from . import bp
@@ -83,25 +83,10 @@ def parse_day_or_time(raw: str, end: bool) -> datetime:
     return value
 
 
-def _filtered(app_id: str, flt: OtpFilter):
-    query = select(Otp).where(Otp.app_id == app_id)
-    if flt.status:
-        query = query.where(Otp.status == flt.status)
-    if flt.recipient:
-        query = query.where(Otp.recipient == flt.recipient)
-    if flt.reference:
-        query = query.where(Otp.reference == flt.reference)
-    if flt.created_from:
-        query = query.where(Otp.created_at >= flt.created_from)
-    if flt.created_to:
-        query = query.where(Otp.created_at < flt.created_to)
-    return query
-
-
 def newer_otps(app_id: str, flt: OtpFilter, after: tuple[datetime, str] | None, until: datetime) -> list[Otp]:
     """Up to LIVE_BATCH rows newer than `after` and created by `until`, newest first: the oldest
     of them, so none is skipped when more wait."""
-    query = _filtered(app_id, flt).where(Otp.created_at <= until)
+    query = filtered_otps(app_id, flt).where(Otp.created_at <= until)
     if after is not None:
         at, row_id = after
         query = query.where(Otp.created_at >= at,  # an index range bound (see otp/queries.py)

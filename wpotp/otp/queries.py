@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 
 from ..errors import ValidationError
 from ..extensions import db
@@ -43,7 +43,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
                               details={"fields": {"cursor": "invalid"}}) from None
 
 
-def list_otps(app_id: str, flt: OtpFilter, limit: int, cursor: str | None) -> tuple[list[Otp], str | None]:
+def filtered_otps(app_id: str, flt: OtpFilter) -> Select:
+    """The app's OTPs matching the filter (the API's list and the console's live log share it)."""
     query = select(Otp).where(Otp.app_id == app_id)
     if flt.status:
         query = query.where(Otp.status == flt.status)
@@ -55,6 +56,11 @@ def list_otps(app_id: str, flt: OtpFilter, limit: int, cursor: str | None) -> tu
         query = query.where(Otp.created_at >= flt.created_from)
     if flt.created_to:
         query = query.where(Otp.created_at < flt.created_to)
+    return query
+
+
+def list_otps(app_id: str, flt: OtpFilter, limit: int, cursor: str | None) -> tuple[list[Otp], str | None]:
+    query = filtered_otps(app_id, flt)
     if cursor:
         at, row_id = decode_cursor(cursor)
         # The plain bound lets PostgreSQL use the index as a range; the OR alone walks every newer row.
