@@ -2,6 +2,23 @@
 
 import os
 
+from gunicorn.glogging import Logger
+
+from wpotp.logs import loggable_path
+
+
+class RedactingLogger(Logger):
+    """The access log without URL tokens (/webhooks/gateway/<token> authenticates the gateway)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["U"] = loggable_path(atoms.get("U", ""))
+        atoms["r"] = "-"  # the request line carries the path and query string: never logged
+        return atoms
+
+
+logger_class = RedactingLogger
+
 bind = f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 from flask import Flask, g, has_request_context, request
 
 from .util import random_base62
+
+# /webhooks/gateway/<token>: the token authenticates the gateway, so it never reaches a log.
+_SECRET_PATH = re.compile(r"^(/webhooks/gateway/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """The request path as logs may show it: URL tokens replaced by ***."""
+    return _SECRET_PATH.sub(r"\1***", path)
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,6 +72,6 @@ def install_request_id(app: Flask) -> None:
     def _finish(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if "started" in g:
-            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
+            log.info("%s %s %s %.1fms", request.method, loggable_path(request.path), response.status_code,
                      (time.monotonic() - g.started) * 1000)
         return response
