@@ -14,11 +14,12 @@ import pytest
 import redis
 from flask_migrate import upgrade
 from rq import SimpleWorker
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import create_engine, delete, inspect, make_url, text
 
 from config import TestConfig
 from wpotp import MIGRATIONS_DIR, create_app
 from wpotp.extensions import QUEUE_NAMES, db, get_queue, redis_client
+from wpotp.models import Template
 from wpotp.otp.templates import seed_default_templates
 from wpotp.providers.sandbox import read_outbox
 
@@ -66,6 +67,12 @@ def backend(request, tmp_path_factory) -> tuple[str, str, Path]:
 
 
 def _clean(app) -> None:
+    _delete_rows(app)
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+
+
+def _delete_rows(app) -> None:
+    """Empty every table but the kept ones (first the rows that reference others)."""
     with app.app_context():
         tables = [t for t in reversed(db.metadata.sorted_tables) if t.name not in KEEP_TABLES]
         existing = set(inspect(db.engine).get_table_names())
@@ -73,7 +80,18 @@ def _clean(app) -> None:
             for table in tables:
                 if table.name in existing:
                     conn.execute(table.delete())
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+
+
+@pytest.fixture
+def restore_templates(app):
+    """Template sync rewrites the templates table, which the suite keeps between tests:
+    put the seeded defaults back afterwards (first the rows that reference templates)."""
+    yield
+    _delete_rows(app)
+    with app.app_context():
+        db.session.execute(delete(Template))
+        seed_default_templates()
+        db.session.commit()
 
 
 @pytest.fixture

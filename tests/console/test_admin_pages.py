@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-from sqlalchemy import delete, inspect, select
+from sqlalchemy import select
 
 from tests.doubles import HttpDouble, Reply
 from tests.helpers import make_key
 from tests.otp.support import send
 from wpotp.extensions import db
-from wpotp.models import ApiKey, App, AuditEntry, Template, User, WebhookDelivery, WebhookEndpoint
-from wpotp.otp.templates import seed_default_templates
+from wpotp.models import ApiKey, App, AuditEntry, User, WebhookDelivery, WebhookEndpoint
 
 from .conftest import create_user, form_token
 
@@ -349,21 +347,6 @@ def test_the_sandbox_shows_this_apps_codes_only(app, console_client, admin_user,
 
 
 # Templates ----------------------------------------------------------------------------------
-
-@pytest.fixture
-def restore_templates(app):
-    """A sync rewrites the templates table, which the suite keeps: put the defaults back."""
-    yield
-    with app.app_context():
-        existing = set(inspect(db.engine).get_table_names())
-        with db.engine.begin() as conn:
-            for table in reversed(db.metadata.sorted_tables):
-                if table.name in existing and table.name not in ("alembic_version", "templates"):
-                    conn.execute(table.delete())
-        db.session.execute(delete(Template))
-        seed_default_templates()
-        db.session.commit()
-
 
 def graph_templates(seen):
     return Reply(200, {"data": [{"name": "console_code", "language": "en", "status": "APPROVED",

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, inspect
 
 from tests.helpers import Key, make_key
-from wpotp.extensions import db
-from wpotp.models import Template
-from wpotp.otp.templates import seed_default_templates
 
 from .graph import SETTINGS, GraphDouble
 
@@ -35,17 +31,3 @@ def live_key(cloud_app) -> Key:
     return make_key(cloud_app, mode="live")
 
 
-@pytest.fixture
-def restore_templates(app):
-    """Template sync rewrites the templates table, which the suite keeps between tests:
-    put the seeded defaults back afterwards (first the rows that reference templates)."""
-    yield
-    with app.app_context():
-        existing = set(inspect(db.engine).get_table_names())
-        with db.engine.begin() as conn:
-            for table in reversed(db.metadata.sorted_tables):
-                if table.name in existing and table.name not in ("alembic_version", "templates"):
-                    conn.execute(table.delete())
-        db.session.execute(delete(Template))
-        seed_default_templates()
-        db.session.commit()
