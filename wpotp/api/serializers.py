@@ -40,11 +40,14 @@ def otp_detail(otp: Otp, with_timeline: bool = True) -> dict:
         "error": otp.error,
     })
     if with_timeline:
-        events = db.session.scalars(
-            select(Event).where(Event.otp_id == otp.id).order_by(Event.created_at, Event.id)
-        ).all()
-        data["timeline"] = [event_item(e) for e in events]
+        data["timeline"] = timeline(Event.otp_id == otp.id)
     return data
+
+
+def timeline(condition) -> list[dict]:
+    """The events matching `condition` (one OTP's or one message's), oldest first."""
+    events = db.session.scalars(select(Event).where(condition).order_by(Event.created_at, Event.id)).all()
+    return [event_item(e) for e in events]
 
 
 def event_item(event: Event) -> dict:
@@ -88,8 +91,5 @@ def message_detail(message: Message, with_timeline: bool = True) -> dict:
         "error": message.error,
     }
     if with_timeline:
-        events = db.session.scalars(
-            select(Event).where(Event.message_id == message.id).order_by(Event.created_at, Event.id)
-        ).all()
-        data["timeline"] = [event_item(e) for e in events]
+        data["timeline"] = timeline(Event.message_id == message.id)
     return data
