@@ -43,6 +43,7 @@ def create_app(config: Config | None = None) -> Flask:
     from .api import bp as api_bp
     from .api.errors import register_error_handlers
     from .cli import cli
+    from .compat import register_compat
     from .console import bp as console_bp
     from .health import bp as health_bp
     from .inbound import bp as inbound_bp
@@ -56,6 +57,7 @@ def create_app(config: Config | None = None) -> Flask:
     limiter.exempt(inbound_bp)  # receipts must never be refused for volume
     app.register_blueprint(inbound_bp)
     app.register_blueprint(console_bp)
+    register_compat(app)
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))
     app.cli.add_command(cli)
     register_error_handlers(app)

@@ -101,6 +101,8 @@ class Otp(db.Model):
     recipient: Mapped[str] = mapped_column(String(32))
     country: Mapped[str | None] = mapped_column(String(2))
     reference: Mapped[str | None] = mapped_column(String(128))
+    # Free text appended to the message where the provider can carry it (Wawp's `footer`).
+    footer: Mapped[str | None] = mapped_column(String(200))
     template_id: Mapped[str] = mapped_column(ForeignKey("templates.id"))
     language: Mapped[str] = mapped_column(String(16))
     code_hash: Mapped[str] = mapped_column(String(64))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import current_app, g, request
@@ -16,13 +17,27 @@ from ..util import utcnow
 KEY_PREFIXES = ("wpotp_live_", "wpotp_test_")
 _MISSING = object()
 
+# Compat dialects carry the key elsewhere (a query parameter, Basic auth, a header pair). Each
+# registers how to find it under its blueprint's name; the limiter, the lookup and the logs
+# then treat every dialect's key exactly like a native one.
+KEY_EXTRACTORS: dict[str, Callable[[], str | None]] = {}
 
-def presented_key() -> str | None:
+
+def native_key() -> str | None:
+    """`Authorization: Bearer <key>`, else `X-API-Key: <key>` (SPEC §2)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return request.headers.get("X-API-Key", "").strip() or None
+
+
+def presented_key() -> str | None:
+    """The API key this request carries, by the rules of the blueprint it is routed to."""
+    if "presented_key" not in g:
+        extractor = KEY_EXTRACTORS.get(request.blueprint or "", native_key)
+        g.presented_key = extractor()
+    return g.presented_key
 
 
 def key_digest() -> str:

@@ -50,6 +50,7 @@ class SendRequest:
     length: int | None = None
     ttl: int | None = None
     language: str | None = None
+    footer: str | None = None  # free text after the code, where the provider can carry it
 
 
 def seal_key(otp_id: str, generation: int) -> str:
@@ -79,7 +80,8 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[Otp, bool]:
     ttl = req.ttl or app.otp_ttl
     now = utcnow()
     otp = Otp(app_id=app.id, api_key_id=api_key.id, mode=api_key.mode, provider=provider_for(api_key),
-              recipient=recipient, country=country, reference=req.reference, template_id=template.id,
+              recipient=recipient, country=country, reference=req.reference, footer=req.footer,
+              template_id=template.id,
               language=template.language, code_length=len(code), status=OtpStatus.QUEUED, attempts=0,
               max_attempts=app.max_attempts, generation=1, ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl),
               created_at=now, last_sent_at=now)

@@ -1,0 +1,32 @@
+"""Compatibility dialects (SPEC §9): the APIs of hosted OTP services, spoken under /compat/<name>.
+
+Each dialect is a thin edge: it reads its provider's request shapes and auth style, calls the
+same service functions as /v1 (wpotp.otp.service, wpotp.messages, wpotp.reports) and renders
+answers and errors the way its provider documents them. No rule of SPEC §4 or §8 lives here.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+from ..api.auth import api_limit_key, api_limit_value
+from ..extensions import csrf, limiter
+
+
+def compat_blueprint(name: str) -> Blueprint:
+    """A dialect's blueprint under /compat/<name>, sharing the native API's request budget.
+
+    The budget is one per API-key hash + client IP across /v1 and every dialect (scope "api"),
+    so moving a client to a dialect never doubles what a key may spend.
+    """
+    bp = Blueprint(f"compat_{name}", __name__, url_prefix=f"/compat/{name}")
+    limiter.shared_limit(api_limit_value, scope="api", key_func=api_limit_key)(bp)
+    return bp
+
+
+def register_compat(app: Flask) -> None:
+    from . import otpapi, wawp, whatotp
+
+    for module in (whatotp, wawp, otpapi):
+        csrf.exempt(module.bp)  # keys, not cookies
+        app.register_blueprint(module.bp)
