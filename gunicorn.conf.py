@@ -4,16 +4,28 @@ import os
 
 from gunicorn.glogging import Logger
 
-from wpotp.logs import loggable_path
+from wpotp.logs import loggable_path, loggable_query
+
+# Request headers that carry keys or sessions, should an operator's format name them.
+SECRET_HEADERS = ("authorization", "x-api-key", "x-api-secret", "cookie")
 
 
 class RedactingLogger(Logger):
-    """The access log without URL tokens (/webhooks/gateway/<token> authenticates the gateway)."""
+    """The access log without secrets: URL tokens in the path (/webhooks/gateway/<token>), secret
+    query parameters (Wawp's `access_token`, codes) and key headers show as ***, in every atom
+    that carries them (%(r)s, %(U)s, %(q)s, {raw_uri}e, {authorization}i, ...)."""
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
-        atoms["U"] = loggable_path(atoms.get("U", ""))
-        atoms["r"] = "-"  # the request line carries the path and query string: never logged
+        path = loggable_path(environ.get("PATH_INFO") or "")
+        query = loggable_query(environ.get("QUERY_STRING") or "")
+        uri = f"{path}?{query}" if query else path
+        atoms.update({"U": path, "q": query, "r": f"{atoms['m']} {uri} {atoms['H']}", "{path_info}e": path,
+                      "{query_string}e": query, "{raw_uri}e": uri, "{request_uri}e": uri})
+        for header in SECRET_HEADERS:
+            for name in (f"{{{header}}}i", f"{{http_{header.replace('-', '_')}}}e"):
+                if name in atoms:
+                    atoms[name] = "***"
         return atoms
 
 
@@ -26,7 +38,7 @@ worker_class = "gthread"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-# The path only (%(U)s), never the query string: some compat clients put keys there.
+# The path only (%(U)s). %(r)s and %(q)s are redacted too (compat clients put keys in the query).
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 accesslog = "-"
 errorlog = "-"

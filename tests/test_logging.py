@@ -1,10 +1,17 @@
-"""Logs never carry a URL token: /webhooks/gateway/<token> authenticates the gateway."""
+"""Logs never carry a secret: the gateway's URL token (/webhooks/gateway/<token>), an API key or a
+code in a query string (Wawp's `access_token`, verify's `code`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
-from wpotp.logs import loggable_path
+from gunicorn.config import Config
+
+from wpotp.logs import loggable_path, loggable_query
 
 TOKEN = "t" * 32
 
@@ -36,3 +43,70 @@ def test_request_log_redacts_the_gateway_token(make_app, app):
 def test_loggable_path_keeps_other_paths():
     assert loggable_path("/v1/otp/otp_abc/verify") == "/v1/otp/otp_abc/verify"
     assert loggable_path(f"/webhooks/gateway/{TOKEN}/messages.update") == "/webhooks/gateway/***/messages.update"
+
+
+# --- gunicorn's access log ------------------------------------------------------------------------
+
+SECRET_KEY = "wpotp_test_" + "k" * 32
+
+
+def gunicorn_settings():
+    """gunicorn.conf.py as gunicorn reads it (a file, not an importable module name)."""
+    path = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+    spec = importlib.util.spec_from_file_location("gunicorn_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def access_line(fmt: str, path: str, query: str) -> str:
+    """The line gunicorn's access log writes for one request, through the configured logger class."""
+    settings = gunicorn_settings()
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", fmt)
+    logger = settings.RedactingLogger(cfg)
+    lines = Lines()
+    logger.access_log.addHandler(lines)
+    raw_uri = f"{path}?{query}" if query else path
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": raw_uri, "PATH_INFO": path, "QUERY_STRING": query,
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "HTTP_AUTHORIZATION": f"Bearer {SECRET_KEY}"}
+    req = SimpleNamespace(headers=[("AUTHORIZATION", f"Bearer {SECRET_KEY}"), ("X-API-KEY", SECRET_KEY)])
+    resp = SimpleNamespace(status="200 OK", sent=2, headers=[("X-Request-Id", "req_1")])
+    try:
+        logger.access(resp, req, environ, timedelta(milliseconds=3))
+    finally:
+        for log in (logger.access_log, logger.error_log):  # gunicorn's loggers are global: leave them bare
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+    [line] = lines.lines
+    return line
+
+
+WAWP_QUERY = f"chatId=905551112233&instance_id=app_1&access_token={SECRET_KEY}&code=482913&lang=en"
+
+
+def test_gunicorn_access_log_as_configured_shows_the_path_without_secrets():
+    line = access_line(gunicorn_settings().access_log_format, "/compat/wawp/v2/auth/otp/verify", WAWP_QUERY)
+    assert '"GET /compat/wawp/v2/auth/otp/verify" 200' in line
+    assert SECRET_KEY not in line and "482913" not in line
+    line = access_line(gunicorn_settings().access_log_format, f"/webhooks/gateway/{TOKEN}", "")
+    assert "/webhooks/gateway/***" in line and TOKEN not in line
+
+
+def test_gunicorn_access_log_redacts_the_request_line_query_and_key_headers():
+    fmt = '"%(r)s" q=%(q)s raw=%({raw_uri}e)s qs=%({query_string}e)s a=%({authorization}i)s k=%({x-api-key}i)s'
+    line = access_line(fmt, "/compat/wawp/v2/auth/otp/send", WAWP_QUERY.replace("&code=482913", ""))
+    safe = "chatId=905551112233&instance_id=app_1&access_token=***&lang=en"
+    assert f'"GET /compat/wawp/v2/auth/otp/send?{safe} HTTP/1.1"' in line
+    assert f"q={safe} " in line and f"raw=/compat/wawp/v2/auth/otp/send?{safe} " in line and f"qs={safe} " in line
+    assert "a=*** k=***" in line
+    assert SECRET_KEY not in line
+
+
+def test_loggable_query_hides_secret_parameters_however_they_are_spelled():
+    assert loggable_query(f"access_token={SECRET_KEY}") == "access_token=***"
+    assert loggable_query(f"a=1&access%5Ftoken={SECRET_KEY}&ACCESS_TOKEN=x&code=1234") == \
+        "a=1&access%5Ftoken=***&ACCESS_TOKEN=***&code=***"
+    assert loggable_query("chatId=905551112233&lang=en") == "chatId=905551112233&lang=en"
+    assert loggable_query("") == ""

@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import time
+from urllib.parse import unquote_plus
 
 from flask import Flask, g, has_request_context, request
 
@@ -23,6 +24,23 @@ _SECRET_PATH = re.compile(r"^(/webhooks/gateway/)[^/]+")
 def loggable_path(path: str) -> str:
     """The request path as logs may show it: URL tokens replaced by ***."""
     return _SECRET_PATH.sub(r"\1***", path)
+
+
+# Query parameters that carry a secret: Wawp's `access_token` (an API key) and the codes that
+# verify calls may take in the query string (SPEC §4: a code never reaches a log line).
+SECRET_PARAMS = frozenset({"access_token", "code", "otp_code"})
+
+
+def loggable_query(query: str) -> str:
+    """The query string as logs may show it: secret parameters' values replaced by ***.
+
+    Names are compared decoded and case-folded, so `access%5Ftoken=` is caught too.
+    """
+    parts = []
+    for part in query.split("&"):
+        name, sep, _value = part.partition("=")
+        parts.append(f"{name}=***" if sep and unquote_plus(name).strip().lower() in SECRET_PARAMS else part)
+    return "&".join(parts)
 
 
 class JsonFormatter(logging.Formatter):

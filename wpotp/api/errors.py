@@ -68,11 +68,30 @@ def _http(exc: HTTPException) -> WpotpError:
     return err
 
 
+def as_error(exc: Exception) -> WpotpError:
+    """Whatever an API request raised, as the product's error (rolled back, logged if unexpected).
+
+    The native envelope and every compat dialect render from this, so a rate limit, an outage or
+    a bug is classified once, whichever style the answer takes.
+    """
+    if isinstance(exc, HTTPException):
+        return _http(exc)
+    db.session.rollback()
+    if isinstance(exc, WpotpError):
+        return exc
+    if isinstance(exc, OUTAGES):
+        log.error("backing service unavailable: %s", type(exc).__name__)
+        return ServiceUnavailable()
+    log.exception("unhandled error")
+    err = WpotpError("Something went wrong on our side; nothing was changed.")
+    err.status, err.code = 500, "INTERNAL_ERROR"
+    return err
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(WpotpError)
     def handle_wpotp(exc: WpotpError):
-        db.session.rollback()
-        return envelope(exc)
+        return envelope(as_error(exc))
 
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):
@@ -82,14 +101,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
-        db.session.rollback()
-        if isinstance(exc, OUTAGES):
-            log.error("backing service unavailable: %s", type(exc).__name__)
-            err: WpotpError = ServiceUnavailable()
-        else:
-            log.exception("unhandled error")
-            err = WpotpError("Something went wrong on our side; nothing was changed.")
-            err.status, err.code = 500, "INTERNAL_ERROR"
+        err = as_error(exc)
         if not _is_api():
             return err.message, err.status
         return envelope(err)

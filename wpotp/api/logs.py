@@ -36,7 +36,13 @@ def log_item(event: Event) -> dict:
 def list_logs():
     _key, app = require_key()
     q = parse_query(LogQuery)
-    query = select(Event).where(Event.app_id == app.id)
+    rows, next_cursor = events_page(app.id, q)
+    return jsonify({"data": [log_item(e) for e in rows], "nextCursor": next_cursor})
+
+
+def events_page(app_id: str, q: LogQuery) -> tuple[list[Event], str | None]:
+    """One page of the app's events for a parsed query (shared with the compat dialects' logs)."""
+    query = select(Event).where(Event.app_id == app_id)
     for column, value in ((Event.type, q.type), (Event.otp_id, q.otpId), (Event.message_id, q.messageId)):
         if value:
             query = query.where(column == value)
@@ -54,4 +60,4 @@ def list_logs():
                             or_(Event.created_at < at, and_(Event.created_at == at, Event.id < row_id)))
     rows = db.session.scalars(query.order_by(Event.created_at.desc(), Event.id.desc()).limit(q.limit + 1)).all()
     next_cursor = encode_cursor(rows[q.limit - 1].created_at, rows[q.limit - 1].id) if len(rows) > q.limit else None
-    return jsonify({"data": [log_item(e) for e in rows[: q.limit]], "nextCursor": next_cursor})
+    return list(rows[: q.limit]), next_cursor

@@ -55,6 +55,12 @@ def cancel(otp_id: str):
 def index():
     _key, app = require_key()
     q = parse_query(ListOtpQuery)
+    rows, next_cursor = queries.list_otps(app.id, otp_filter(q), q.limit, q.cursor)
+    return jsonify({"data": [otp_detail(o, with_timeline=False) for o in rows], "nextCursor": next_cursor})
+
+
+def otp_filter(q: ListOtpQuery) -> queries.OtpFilter:
+    """The list's filter from its parsed query (shared with the compat dialects' lists)."""
     flt = queries.OtpFilter(status=q.status, reference=q.reference)
     fields = {}
     if q.recipient:
@@ -70,8 +76,7 @@ def index():
                 fields[name] = "expected an ISO-8601 timestamp"
     if fields:
         raise ValidationError("Invalid query parameters.", details={"fields": fields})
-    rows, next_cursor = queries.list_otps(app.id, flt, q.limit, q.cursor)
-    return jsonify({"data": [otp_detail(o, with_timeline=False) for o in rows], "nextCursor": next_cursor})
+    return flt
 
 
 @bp.get("/otp/<otp_id:otp_id>/attempts")

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ..errors import InvalidPhone, ValidationError
 from ..extensions import client_ip
+from ..models import App
 from ..otp.phones import normalize_recipient
 from ..reports.limits import rate_limit_status
 from ..reports.usage import default_range, usage_report
@@ -34,10 +35,15 @@ def _invalid(field: str, problem: str) -> ValidationError:
 
 @bp.get("/reports")
 def reports():
-    """`from` (inclusive) and `to` (exclusive) are ISO-8601 (UTC unless they carry an offset).
-    Defaults: `to` now, `from` the start of the 7th day (24th hour) back, so 7 (24) buckets."""
     _key, app = require_key()
-    q = parse_query(ReportQuery)
+    return jsonify(report_for(app.id, parse_query(ReportQuery)))
+
+
+def report_for(app_id: str, q: ReportQuery) -> dict:
+    """The usage report for a parsed query (shared with the compat dialects' reports).
+
+    `from` (inclusive) and `to` (exclusive) are ISO-8601 (UTC unless they carry an offset).
+    Defaults: `to` now, `from` the start of the 7th day (24th hour) back, so 7 (24) buckets."""
     times = {}
     for name, raw in (("from", q.from_), ("to", q.to)):
         if raw:
@@ -53,17 +59,21 @@ def reports():
     if (end - start).total_seconds() > span[0] * 86400:
         raise _invalid("from" if "from" in times else "to", span[1])
     try:
-        return jsonify(usage_report(app.id, start, end, q.interval))
+        return usage_report(app_id, start, end, q.interval)
     except ValueError as exc:  # check_range's verdict, should the checks above ever drift from it
         raise _invalid("from", str(exc)) from None
 
 
 @bp.get("/rate-limits")
 def rate_limits():
-    """Each limit that applies to the caller: its API request limit (this key from this IP), the
-    app's daily send cap and, with `recipient`, that number's send limits."""
     _key, app = require_key()
-    q = parse_query(RateLimitQuery)
+    return jsonify({"data": rate_limits_for(app, parse_query(RateLimitQuery))})
+
+
+def rate_limits_for(app: App, q: RateLimitQuery) -> list[dict]:
+    """Each limit that applies to the caller: its API request limit (this key from this IP), the
+    app's daily send cap and, with `recipient`, that number's send limits. Shared with the compat
+    dialects, whose requests spend the same budgets."""
     recipient = None
     if q.recipient is not None:
         try:
@@ -71,4 +81,4 @@ def rate_limits():
         except InvalidPhone as exc:
             raise InvalidPhone(details={"fields": {"recipient": "expected E.164, like +905551112233"},
                                         **exc.details}) from None
-    return jsonify({"data": rate_limit_status(app, recipient, key_digest(), client_ip())})
+    return rate_limit_status(app, recipient, key_digest(), client_ip())

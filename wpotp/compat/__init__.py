@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
+from ..api import rate_limit_headers
 from ..api.auth import api_limit_key, api_limit_value
 from ..extensions import csrf, limiter
 
@@ -21,6 +22,7 @@ def compat_blueprint(name: str) -> Blueprint:
     """
     bp = Blueprint(f"compat_{name}", __name__, url_prefix=f"/compat/{name}")
     limiter.shared_limit(api_limit_value, scope="api", key_func=api_limit_key)(bp)
+    bp.after_request(rate_limit_headers)  # RateLimit-* on every answer, as on /v1 (SPEC §8)
     return bp
 
 

@@ -44,7 +44,7 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     code = unseal_code(otp.id, generation, sealed.decode())
     message = OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
                           template_name=template.name, language=template.language,
-                          body=render(template, code), copy_code_button=template.copy_code_button)
+                          body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
     provider = get_provider(otp.provider)
     started = time.monotonic()
     try:

@@ -1,4 +1,4 @@
-"""Read-side queries: OTP listing with keyset (cursor) paging, verify attempts."""
+"""Read-side queries: OTP listing with keyset (cursor) paging, verify attempts, look-ups by recipient."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import Select, and_, or_, select
 
 from ..errors import ValidationError
 from ..extensions import db
-from ..models import Otp, VerifyAttempt
+from ..models import ACTIVE_STATUSES, Otp, VerifyAttempt
 from ..util import parse_iso
 
 ID_PATTERN = re.compile(r"^[a-z]{2,4}_[0-9A-Za-z]{1,36}$")
@@ -75,3 +75,16 @@ def list_attempts(otp_id: str) -> list[VerifyAttempt]:
     return list(db.session.scalars(
         select(VerifyAttempt).where(VerifyAttempt.otp_id == otp_id).order_by(VerifyAttempt.id)
     ).all())
+
+
+def latest_active_otp(app_id: str, recipient: str) -> Otp | None:
+    """The app's newest OTP still in play for this recipient, for dialects that verify by phone number.
+
+    Served by ix_otps_app_recipient: one recipient of one app has few rows (the per-recipient send
+    limit caps them, retention anonymises old ones), so sorting them is cheap. Expired rows the
+    sweeper has not reached yet still count: verifying one answers OTP_EXPIRED, which is the truth.
+    """
+    return db.session.scalars(
+        select(Otp).where(Otp.app_id == app_id, Otp.recipient == recipient, Otp.status.in_(ACTIVE_STATUSES))
+        .order_by(Otp.created_at.desc(), Otp.id.desc()).limit(1)
+    ).first()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from ..cache import cached
 from ..errors import TemplateNotFound, ValidationError
 from ..extensions import db
 from ..models import Template
@@ -24,34 +26,50 @@ DEFAULT_TEMPLATES = (
 
 
 def resolve_template(template_id: str | None, language: str | None, default_language: str) -> Template:
-    """By id if given; else the default template in `language`; else the default in the app's language."""
+    """By id if given; else the default template in `language`; else the default in the app's language.
+
+    Served from the process's configuration cache (wpotp.cache): a template change reaches every
+    process on its next request.
+    """
     if template_id:
-        template = db.session.get(Template, template_id)
+        template = cached(("template", template_id), lambda s: s.get(Template, template_id))
         if template is None or template.status != "APPROVED":
             raise TemplateNotFound(details={"templateId": template_id})
         if template.category != "AUTHENTICATION":
             raise ValidationError("An OTP needs an AUTHENTICATION template.",
                                   details={"fields": {"templateId": "not an AUTHENTICATION template"}})
         return template
-    approved = select(Template).where(Template.status == "APPROVED", Template.category == "AUTHENTICATION")
-    best_first = (Template.is_default.desc(), Template.created_at)
     if language:
-        found = db.session.scalars(approved.where(Template.language == language).order_by(*best_first)).first()
+        found = cached(("otp_template", language), lambda s: _default_in(s, language), keep_misses=True)
         if found is None:
             raise TemplateNotFound(f"No OTP template in language {language!r}.", details={"language": language})
         return found
     for lang in dict.fromkeys((default_language, "en")):
-        found = db.session.scalars(approved.where(Template.language == lang).order_by(*best_first)).first()
+        found = cached(("otp_template", lang), lambda s: _default_in(s, lang))  # noqa: B023 - called at once
         if found:
             return found
-    found = db.session.scalars(approved.order_by(*best_first)).first()
+    found = cached(("otp_template", None), lambda s: _default_in(s, None))
     if found is None:
         raise TemplateNotFound("No OTP template is configured; run `flask --app wsgi wpotp init`.")
     return found
 
 
-def render(template: Template, code: str) -> str:
-    return template.body.replace(CODE_PLACEHOLDER, code)
+def _default_in(session: Session, language: str | None) -> Template | None:
+    query = (select(Template).where(Template.status == "APPROVED", Template.category == "AUTHENTICATION")
+             .order_by(Template.is_default.desc(), Template.created_at))
+    if language is not None:
+        query = query.where(Template.language == language)
+    return session.scalars(query).first()
+
+
+def render(template: Template, code: str, footer: str | None = None) -> str:
+    """The OTP's text: the body with the code filled in, then the caller's footer, if any.
+
+    Only text-carrying providers (the gateway, the sandbox) send this text; the Cloud API sends
+    the approved template by name, so a footer cannot reach it there.
+    """
+    text = template.body.replace(CODE_PLACEHOLDER, code)
+    return f"{text}\n\n{footer}" if footer else text
 
 
 def seed_default_templates() -> int:
