@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app wsgi
 
-.PHONY: run test lint venv init worker clean
+.PHONY: run test bench lint venv init worker clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: venv
 
 test: venv
 	bash scripts/test.sh
+
+# Not part of `make test`: prints req/s, latency and ratios to a bare-Flask ceiling (docs/performance.md).
+bench: venv
+	bash scripts/bench.sh $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

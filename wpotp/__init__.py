@@ -39,6 +39,7 @@ def create_app(config: Config | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
+    from . import cache as _config_cache  # noqa: F401  (registers the change listeners)
     from . import models
     from .api import bp as api_bp
     from .api.errors import register_error_handlers

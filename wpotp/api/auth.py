@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app, g, request
 from sqlalchemy import select, update
 
+from ..cache import cached
 from ..errors import Unauthorized
 from ..extensions import client_ip, db
 from ..models import ApiKey, App
@@ -16,6 +17,7 @@ from ..util import utcnow
 
 KEY_PREFIXES = ("wpotp_live_", "wpotp_test_")
 _MISSING = object()
+_LAST_USED: dict[str, datetime] = {}  # key id -> when this process last wrote its last_used_at
 
 # Compat dialects carry the key elsewhere (a query parameter, Basic auth, a header pair). Each
 # registers how to find it under its blueprint's name; the limiter, the lookup and the logs
@@ -56,29 +58,39 @@ def lookup_key() -> ApiKey | None:
         digest = key_digest()
         found = None
         if digest != "anonymous":
-            found = db.session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
-            if found is not None and found.revoked_at is not None:
-                found = None
+            found = cached(("api_key", digest), lambda s: s.scalars(
+                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))).first())
         g.api_key = found
     return found
+
+
+def key_app(key: ApiKey) -> App:
+    return cached(("app", key.app_id), lambda s: s.get(App, key.app_id))
 
 
 def require_key() -> tuple[ApiKey, App]:
     key = lookup_key()
     if key is None:
         raise Unauthorized()
-    app = db.session.get(App, key.app_id)
+    app = key_app(key)
     _touch(key)
     return key, app
 
 
 def _touch(key: ApiKey) -> None:
-    """Keep `last_used_at` to the minute without a write on every request."""
+    """Keep `last_used_at` to the minute without a write on every request.
+
+    The cached key's own `last_used_at` is not refreshed by this write (it must not invalidate
+    every process's cache each minute), so this process remembers its last write itself.
+    """
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-        db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
-                           .execution_options(synchronize_session=False))
-        db.session.commit()
+    last = max(filter(None, (key.last_used_at, _LAST_USED.get(key.id))), default=None)
+    if last is not None and now - last <= timedelta(minutes=1):
+        return
+    _LAST_USED[key.id] = now
+    db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+                       .execution_options(synchronize_session=False, wpotp_keeps_config_cache=True))
+    db.session.commit()
 
 
 def api_limit_key() -> str:
@@ -88,7 +100,7 @@ def api_limit_key() -> str:
 def api_limit_value() -> str:
     key = lookup_key()
     if key is not None:
-        app = db.session.get(App, key.app_id)
+        app = key_app(key)
         if app is not None and app.api_rate_limit:
             return app.api_rate_limit
     return current_app.config["API_RATE_LIMIT"]

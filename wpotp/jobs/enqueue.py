@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from redis.client import Pipeline
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -38,15 +39,20 @@ def send_job_key(otp_id: str) -> str:
     return f"wpotp:sendjob:{otp_id}"
 
 
-def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int = 0, ttl: int = 900) -> str:
-    """Queue the send of one OTP generation; remember the job id so the sweeper can find it."""
+def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int = 0, ttl: int = 900,
+                 pipeline: Pipeline | None = None) -> str:
+    """Queue the send of one OTP generation; remember the job id so the sweeper can find it.
+
+    With `pipeline` (in MULTI), nothing reaches Redis until the caller executes it.
+    """
     queue = get_queue("otp")
     job_id = f"send-{otp_id}-g{generation}-t{try_number}-{random_base62(6)}"
     kwargs = dict(job_id=job_id, description=f"send {otp_id} g{generation} t{try_number}",
                   result_ttl=600, failure_ttl=86400)
     if delay > 0:
-        queue.enqueue_in(timedelta(seconds=delay), SEND_JOB, otp_id, generation, try_number, **kwargs)
+        queue.enqueue_in(timedelta(seconds=delay), SEND_JOB, otp_id, generation, try_number, **kwargs,
+                         pipeline=pipeline)
     else:
-        queue.enqueue(SEND_JOB, otp_id, generation, try_number, **kwargs)
-    redis_client.conn.set(send_job_key(otp_id), job_id, ex=max(ttl, 60) + 300)
+        queue.enqueue(SEND_JOB, otp_id, generation, try_number, **kwargs, pipeline=pipeline)
+    (pipeline or redis_client.conn).set(send_job_key(otp_id), job_id, ex=max(ttl, 60) + 300)
     return job_id

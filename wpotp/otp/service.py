@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import (
     CountryNotAllowed,
@@ -98,9 +99,19 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[Otp, bool]:
     # Counted only once the row is in (a request that loses a reference race spends nothing);
     # a refusal rolls the row back.
     consume_send(app, recipient)
-    db.session.commit()
+    commit_keeping_loaded()  # the row is exactly what we wrote: answering it needs no SELECT
     _hand_to_worker(otp, code)
     return otp, True
+
+
+def commit_keeping_loaded() -> None:
+    """Commit without expiring loaded objects, for rows this transaction wrote whole."""
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
 
 
 def _reused_after_race(app: App, reference: str | None, recipient: str) -> tuple[Otp, bool]:
@@ -132,9 +143,12 @@ def _hand_to_worker(otp: Otp, code: str, revert_to: dict | None = None) -> None:
     """
     generation = otp.generation
     try:
-        redis_client.conn.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code),
-                              ex=otp.ttl_seconds + 120)
-        enqueue_send(otp.id, generation, ttl=otp.ttl_seconds)
+        # One round trip: the sealed code, the job and its bookkeeping go to Redis together.
+        with redis_client.conn.pipeline() as pipe:
+            pipe.multi()
+            pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
+            enqueue_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
+            pipe.execute()
     except Exception as exc:
         db.session.rollback()
         if revert_to is None:
@@ -187,8 +201,10 @@ def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> Otp:
             if _claim_verified(otp, now):
                 _record_attempt(otp, "verified", ip, now)
                 record_event(otp, "otp.verified", at=now, status=OtpStatus.VERIFIED, generation=otp.generation)
-                db.session.commit()
-                db.session.refresh(otp)
+                # The row is what the compare-and-set wrote: no SELECT to read it back.
+                set_committed_value(otp, "status", OtpStatus.VERIFIED)
+                set_committed_value(otp, "verified_at", now)
+                commit_keeping_loaded()
                 return otp
         else:
             remaining = _spend_attempt(otp, now)

@@ -9,6 +9,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..cache import cached
 from ..extensions import db
 from ..models import Event, Message, Otp, WebhookDelivery, WebhookEndpoint
 from ..util import iso, new_id
@@ -20,7 +21,6 @@ PUBLIC_EVENTS = (
     "message.sent", "message.delivered", "message.read", "message.failed",
 )
 _TO_QUEUE = "wpotp_webhooks_to_queue"
-_ENDPOINTS = "wpotp_webhook_endpoints"
 
 
 def owe_deliveries(evt: Event) -> None:
@@ -39,15 +39,13 @@ def owe_deliveries(evt: Event) -> None:
 
 
 def _endpoint(app_id: str) -> WebhookEndpoint | None:
-    cache = db.session.info.setdefault(_ENDPOINTS, {})
-    if app_id not in cache:
-        cache[app_id] = db.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.app_id == app_id)).first()
-    return cache[app_id]
+    """The app's endpoint, from the process's configuration cache (wpotp.cache)."""
+    return cached(("webhook_endpoint", app_id), lambda s: s.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.app_id == app_id)).first(), keep_misses=True)
 
 
 @sa_event.listens_for(Session, "after_commit")
 def _queue_after_commit(session: Session) -> None:
-    session.info.pop(_ENDPOINTS, None)
     ids = session.info.pop(_TO_QUEUE, None)
     if not ids:
         return
@@ -62,7 +60,6 @@ def _queue_after_commit(session: Session) -> None:
 
 @sa_event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_ENDPOINTS, None)
     session.info.pop(_TO_QUEUE, None)
 
 

@@ -1,0 +1,320 @@
+"""The API and the worker path under load, against the ceiling of this stack (`make bench`).
+
+    .venv/bin/python bench/api.py [--duration 10] [--connections 16] [--rate 100] [--latency 0.15]
+
+In one run on this machine, with PostgreSQL (BENCH_DATABASE_URL, default the local
+`wpotp_bench` database, recreated) and Redis db 9 (flushed):
+
+1. Ceiling: bench/hello.py, a bare Flask endpoint, under gunicorn with gunicorn.conf.py, the
+   configuration docs/operations.md recommends (2 gthread processes x 4 threads).
+2. wpotp under the same gunicorn configuration, no worker running (the web tier alone):
+   POST /v1/otp/send with a distinct recipient per request (limits raised through settings),
+   POST /v1/otp/{id}/verify with the right code on OTPs made for it (every verify is a first,
+   successful one), GET /v1/otp/{id}. Load from wrk (Debian's package; C, a few % of a core).
+   Each: req/s, p50 and p99 latency, and the ratio to the ceiling.
+3. Accept -> provider request at a steady --rate sends/s: a Graph API double in its own
+   process, two `wpotp worker` processes, gunicorn, and an open-loop client sending at a
+   fixed pace. Accept = the client has the 201; provider request = the double has the POST.
+
+Prints figures only; asserts nothing. Not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from worker_throughput import (  # noqa: E402  (shared with issue 3's benchmark)
+    REDIS_URL,
+    ROOT,
+    GraphDouble,
+    database_url,
+    flask,
+    pct,
+    start_workers,
+    stop_workers,
+)
+
+LUA = ROOT / "bench" / "lua"
+GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+CODE = "482913"
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def gunicorn(env: dict, port: int, target: list[str]) -> subprocess.Popen:
+    log = open(Path(env["WPOTP_INSTANCE_DIR"]) / f"gunicorn-{target[-1].replace(':', '-')}.log", "a")  # noqa: SIM115
+    proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", *target], cwd=ROOT,
+                            env={**env, "PORT": str(port)}, stdout=log, stderr=log)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc
+        except requests.ConnectionError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn did not start; see {log.name}") from None
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer within 30 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# --- wrk ------------------------------------------------------------------------------------
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * UNITS[unit]
+
+
+PROFILE: dict = {}  # {"dir": Path, "master": pid} while --profile is on
+
+
+def profiled(name: str, seconds: int):
+    """With --profile: py-spy samples every gunicorn worker while a measured wrk run goes on."""
+    if not PROFILE.get("master"):
+        return []
+    children = subprocess.run(["pgrep", "-P", str(PROFILE["master"])], capture_output=True, text=True).stdout.split()
+    spy = str(ROOT / ".venv" / "bin" / "py-spy")
+    return [subprocess.Popen([spy, "record", "--gil", "-r", "200", "-d", str(max(1, seconds - 1)), "-f", "raw",
+                              "-o", str(PROFILE["dir"] / f"{name}-{pid}.txt"), "-p", pid],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in children]
+
+
+def wrk(url: str, key: str | None, seconds: int, connections: int, script: Path | None = None,
+        args: tuple = (), profile: str | None = None) -> dict:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", "Content-Type: application/json"]
+    if key:
+        cmd += ["-H", f"Authorization: Bearer {key}"]
+    if script:
+        cmd += ["-s", str(script)]
+    cmd.append(url)
+    if args:
+        cmd += ["--", *map(str, args)]
+    spies = profiled(profile, seconds) if profile else []
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    for spy in spies:
+        spy.wait()
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+              "p50": _ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
+              "p99": _ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+              "requests": int(re.search(r"(\d+) requests in", out).group(1))}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    result["bad"] = int(bad.group(1)) if bad else 0
+    result["socket_errors"] = errors.group(1).strip() if errors else ""
+    return result
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def make_verifiable(env: dict, count: int, path: Path) -> None:
+    """`count` SENT OTPs whose code is CODE, written straight to the database, ids to `path`."""
+    os.environ.update(env)
+    from sqlalchemy import insert, select
+
+    from wpotp import create_app
+    from wpotp.extensions import db
+    from wpotp.models import ApiKey, Otp, OtpStatus, Template
+    from wpotp.otp.codes import hash_code
+    from wpotp.util import new_id, utcnow
+
+    app = create_app()
+    with app.app_context():
+        key = db.session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None), ApiKey.mode == "live")).first()
+        template = db.session.scalars(select(Template).where(Template.is_default.is_(True))).first()
+        now = utcnow()
+        from datetime import timedelta
+
+        rows = []
+        for i in range(count):
+            otp_id = new_id("otp")
+            rows.append(dict(id=otp_id, app_id=key.app_id, api_key_id=key.id, mode="live", provider="cloud_api",
+                             recipient=f"+90533{i:07d}", country="TR", template_id=template.id,
+                             language=template.language, code_hash=hash_code(otp_id, CODE), code_length=len(CODE),
+                             status=OtpStatus.SENT, attempts=0, max_attempts=5, generation=1, ttl_seconds=900,
+                             expires_at=now + timedelta(hours=2), created_at=now, last_sent_at=now, sent_at=now))
+        for start in range(0, count, 5000):
+            db.session.execute(insert(Otp), rows[start:start + 5000])
+        db.session.commit()
+    path.write_text("\n".join(r["id"] for r in rows) + "\n")
+
+
+def retire_queued(env: dict) -> None:
+    """After the web-only phases: no backlog for the workers of the latency phase."""
+    import redis
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE otps SET status = 'CANCELED' WHERE status = 'QUEUED'"))
+    engine.dispose()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+# --- accept -> provider ---------------------------------------------------------------------
+
+def steady_sends(base: str, key: str, double: GraphDouble, rate: float, seconds: float,
+                 offset: int) -> tuple[list[float], list[float]]:
+    """Open loop: request i leaves at start + i/rate whatever the others are doing."""
+    numbers = [f"+90534{offset + i:07d}" for i in range(int(rate * seconds))]
+    started: dict[str, float] = {}
+    accepted: dict[str, float] = {}
+    local = threading.local()
+    headers = {"Authorization": f"Bearer {key}"}
+    begin = time.time() + 0.5
+
+    def one(i: int) -> None:
+        number = numbers[i]
+        time.sleep(max(0.0, begin + i / rate - time.time()))
+        session = getattr(local, "s", None) or requests.Session()
+        local.s = session
+        t0 = time.time()
+        r = session.post(f"{base}/v1/otp/send", json={"recipient": number}, headers=headers, timeout=30)
+        if r.status_code != 201:
+            raise RuntimeError(f"send refused: {r.status_code} {r.text[:200]}")
+        started[number[1:]], accepted[number[1:]] = t0, time.time()
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(one, range(len(numbers))))
+    deadline = time.time() + 60
+    while double.count() < len(numbers) and time.time() < deadline:
+        time.sleep(0.1)
+    arrivals = [(t, to) for t, to in double.arrivals if to in accepted]
+    if len(arrivals) < len(numbers):
+        print(f"  warning: {len(numbers) - len(arrivals)} of {len(numbers)} sends never reached the provider")
+    return (sorted(t - accepted[to] for t, to in arrivals), sorted(t - started[to] for t, to in arrivals))
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def row(name: str, r: dict, ceiling: float | None) -> str:
+    ratio = f"{r['rps'] / ceiling:5.2f}" if ceiling else "  1.00"
+    note = f"  ({r['bad']} non-2xx)" if r["bad"] else ""
+    note += f"  (socket errors: {r['socket_errors']})" if r["socket_errors"] else ""
+    return f"{name:<28}{r['rps']:9.1f}{r['p50']:10.1f}{r['p99']:10.1f}   {ratio}{note}"
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=100.0, help="sends/s for the accept -> provider phase")
+    parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument("--latency", type=float, default=0.15, help="the Graph double's answer time, seconds")
+    parser.add_argument("--phases", default="ceiling,send,verify,show,steady")
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles (raw, folded stacks) of the "
+                        "gunicorn workers during each measured run to this folder; slows what it samples")
+    args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE["dir"] = args.profile.resolve()
+
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    double = GraphDouble(args.latency)
+    instance = Path(tempfile.mkdtemp(prefix="wpotp-bench-"))
+    db_url = database_url(False, instance)
+    env = dict(os.environ)
+    env.update(
+        WPOTP_INSTANCE_DIR=str(instance), DATABASE_URL=db_url, REDIS_URL=REDIS_URL, WPOTP_PROVIDER="cloud_api", WHATSAPP_GRAPH_URL=double.url,
+        WHATSAPP_PHONE_NUMBER_ID="1234567890", WHATSAPP_TOKEN="bench-token", WHATSAPP_APP_SECRET="bench-secret",
+        WHATSAPP_VERIFY_TOKEN="bench-verify", WHATSAPP_MPS="1000",
+        # Limits raised through settings: every request is a distinct, allowed send.
+        APP_DAILY_SEND_CAP="100000000", RECIPIENT_RATE_LIMIT="1000/minute", API_RATE_LIMIT="100000000/minute",
+    )
+    flask(env, "init")
+    key = flask(env, "create-key", "--app", "default", "--mode", "live")
+    print(f"machine: {machine()}")
+    print(f"database: PostgreSQL ({db_url.split('@')[-1]})   redis: {REDIS_URL}   web: gunicorn -c gunicorn.conf.py "
+          f"(2 gthread processes x 4 threads)   load: wrk -t2 -c{args.connections} -d{args.duration}s")
+    print()
+    print(f"{'endpoint':<28}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}   ratio to ceiling")
+    ceiling = None
+    port = 8471
+    if "ceiling" in phases:
+        proc = gunicorn(env, port, ["--pythonpath", "bench", "hello:app"])
+        try:
+            wrk(f"http://127.0.0.1:{port}/hello", None, 3, args.connections)  # warm-up
+            r = wrk(f"http://127.0.0.1:{port}/hello", None, args.duration, args.connections)
+            ceiling = r["rps"]
+            print(row("GET /hello (bare Flask)", r, None), flush=True)
+        finally:
+            stop(proc)
+
+    base = f"http://127.0.0.1:{port}"
+    proc = gunicorn(env, port, ["wsgi:app"])
+    PROFILE["master"] = args.profile and proc.pid
+    try:
+        if "send" in phases:
+            wrk(base, key, 3, args.connections, LUA / "send.lua", (0,))  # warm-up
+            r = wrk(base, key, args.duration, args.connections, LUA / "send.lua", (500000,), "send")
+            print(row("POST /v1/otp/send", r, ceiling), flush=True)
+        ids = instance / "otp-ids.txt"
+        verifiable = max(20000, 1000 * args.duration)
+        if phases & {"verify", "show"}:
+            make_verifiable(env, verifiable, ids)
+        if "verify" in phases:
+            # Warm-up from the far end of each slice, so the measured run never re-verifies an id.
+            wrk(base, key, 2, args.connections, LUA / "by_id.lua", (ids, "verify", CODE, 2, verifiable // 4))
+            r = wrk(base, key, args.duration, args.connections, LUA / "by_id.lua", (ids, "verify", CODE, 2, 0), "verify")
+            print(row("POST /v1/otp/{id}/verify", r, ceiling), flush=True)
+        if "show" in phases:
+            r = wrk(base, key, args.duration, args.connections, LUA / "by_id.lua", (ids, "show", CODE, 2, 0), "show")
+            print(row("GET /v1/otp/{id}", r, ceiling), flush=True)
+        if "steady" in phases:
+            retire_queued(env)
+            workers = start_workers(env, 2)
+            try:
+                time.sleep(4)  # workers up
+                double.reset()
+                accept, start = steady_sends(base, key, double, args.rate, args.steady_seconds, 0)
+            finally:
+                stop_workers(workers)
+            print()
+            print(f"accept -> provider request at {args.rate:.0f} sends/s for {args.steady_seconds:.0f} s "
+                  f"(2 worker processes, Graph double answering in {args.latency * 1000:.0f} ms):")
+            print(f"  from the 201:          p50 {pct(accept, 0.5):6.1f} ms   p99 {pct(accept, 0.99):6.1f} ms   "
+                  f"max {accept[-1] * 1000:6.1f} ms   (n={len(accept)})")
+            print(f"  from the request start: p50 {pct(start, 0.5):6.1f} ms   p99 {pct(start, 0.99):6.1f} ms   "
+                  f"mean {statistics.mean(start) * 1000:6.1f} ms")
+    finally:
+        stop(proc)
+        double.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The per-process configuration cache (wpotp.cache): a change made by one process is seen by
+every other on its next request. Two app instances stand for two processes: each has its own
+cache, and they share the database and Redis."""
+
+from __future__ import annotations
+
+from sqlalchemy import text, update
+
+from wpotp import cache
+from wpotp.extensions import db
+from wpotp.models import ApiKey, App
+from wpotp.util import utcnow
+
+from .api.support import error_of, number, send
+from .helpers import make_key
+
+
+def test_a_key_revoked_in_another_process_is_refused_on_the_next_request(app, make_app):
+    key = make_key(app)
+    client = app.test_client()
+    assert send(client, key, recipient=number(1)).status_code == 201  # the key is now cached here
+
+    other = make_app()
+    with other.app_context():
+        row = db.session.get(ApiKey, key.key_id)
+        row.revoked_at = utcnow()
+        db.session.commit()
+
+    error_of(send(client, key, recipient=number(2)), 401, "unauthorized")
+
+
+def test_an_app_setting_changed_by_a_bulk_update_elsewhere_applies_at_once(app, make_app):
+    key = make_key(app)
+    client = app.test_client()
+    assert send(client, key, recipient=number(3)).status_code == 201  # +90...: Turkey
+
+    other = make_app()
+    with other.app_context():
+        db.session.execute(update(App).where(App.id == key.app_id).values(allowed_countries="DE"))
+        db.session.commit()
+
+    error_of(send(client, key, recipient=number(4)), 400, "COUNTRY_NOT_ALLOWED")
+
+
+def test_the_last_used_stamp_does_not_invalidate_every_cache(app):
+    key = make_key(app)
+    client = app.test_client()
+    with app.app_context():
+        before = cache.current_epoch()
+    assert send(client, key, recipient=number(5)).status_code == 201
+    with app.app_context():
+        assert db.session.get(ApiKey, key.key_id).last_used_at is not None
+        assert cache.current_epoch() == before
+
+
+def test_a_change_made_outside_the_application_is_seen_once_entries_age_out(app, make_app, monkeypatch):
+    key = make_key(app)
+    client = app.test_client()
+    assert send(client, key, recipient=number(6)).status_code == 201
+    with make_app().app_context():  # plain SQL: no ORM event, no new epoch
+        db.session.execute(text("UPDATE api_keys SET revoked_at = :now WHERE id = :id"),
+                           {"now": utcnow(), "id": key.key_id})
+        db.session.commit()
+
+    assert send(client, key, recipient=number(7)).status_code == 201  # still cached
+    monkeypatch.setattr(cache, "CACHE_MAX_AGE", 0.0)
+    error_of(send(client, key, recipient=number(8)), 401, "unauthorized")
