@@ -22,6 +22,7 @@ Prints figures only; asserts nothing. Not part of `make test`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import re
@@ -219,10 +220,8 @@ def row(name: str, r: dict, ceiling: float | None) -> str:
 
 def machine() -> str:
     cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
@@ -250,7 +249,8 @@ def main() -> None:
     db_url = database_url(False, instance)
     env = dict(os.environ)
     env.update(
-        WPOTP_INSTANCE_DIR=str(instance), DATABASE_URL=db_url, REDIS_URL=REDIS_URL, WPOTP_PROVIDER="cloud_api", WHATSAPP_GRAPH_URL=double.url,
+        WPOTP_INSTANCE_DIR=str(instance), DATABASE_URL=db_url, REDIS_URL=REDIS_URL, WPOTP_PROVIDER="cloud_api",
+        WHATSAPP_GRAPH_URL=double.url,
         WHATSAPP_PHONE_NUMBER_ID="1234567890", WHATSAPP_TOKEN="bench-token", WHATSAPP_APP_SECRET="bench-secret",
         WHATSAPP_VERIFY_TOKEN="bench-verify", WHATSAPP_MPS="1000",
         # Limits raised through settings: every request is a distinct, allowed send.
@@ -290,7 +290,8 @@ def main() -> None:
         if "verify" in phases:
             # Warm-up from the far end of each slice, so the measured run never re-verifies an id.
             wrk(base, key, 2, args.connections, LUA / "by_id.lua", (ids, "verify", CODE, 2, verifiable // 4))
-            r = wrk(base, key, args.duration, args.connections, LUA / "by_id.lua", (ids, "verify", CODE, 2, 0), "verify")
+            r = wrk(base, key, args.duration, args.connections, LUA / "by_id.lua", (ids, "verify", CODE, 2, 0),
+                    "verify")
             print(row("POST /v1/otp/{id}/verify", r, ceiling), flush=True)
         if "show" in phases:
             r = wrk(base, key, args.duration, args.connections, LUA / "by_id.lua", (ids, "show", CODE, 2, 0), "show")
