@@ -7,11 +7,20 @@ answers and errors the way its provider documents them. No rule of SPEC ยง4 or ย
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Flask
 
 from ..api import rate_limit_headers
 from ..api.auth import api_limit_key, api_limit_value
 from ..extensions import csrf, limiter
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_name(name: str) -> str:
+    """`attemptsRemaining` -> `attempts_remaining`, for dialects that name fields in snake_case."""
+    return _CAMEL.sub(lambda m: "_" + m.group(1).lower(), name)
 
 
 def compat_blueprint(name: str) -> Blueprint:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import re
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,7 +32,7 @@ from ..models import ApiKey, App, Otp
 from ..otp import queries, service
 from ..otp.phones import normalize_recipient
 from ..util import iso
-from . import compat_blueprint
+from . import compat_blueprint, snake_name
 
 bp = compat_blueprint("otpapi")
 T = TypeVar("T", bound=BaseModel)
@@ -177,7 +176,6 @@ def translate(model: type[T] | None, mine: BaseModel, names: dict[str, str]) -> 
 
 # --- answers --------------------------------------------------------------------------------------
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 RENAMED = {"otp_id": "verification_id"}
 
 
@@ -186,7 +184,7 @@ def snake(value):
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            name = _CAMEL.sub(lambda m: "_" + m.group(1).lower(), key)
+            name = snake_name(key)
             out[RENAMED.get(name, name)] = snake(item)
         return out
     if isinstance(value, list):

@@ -21,13 +21,12 @@ from ..extensions import client_ip
 from ..models import ApiKey, App
 from ..otp import queries, service
 from ..otp.phones import normalize_recipient
-from . import compat_blueprint
+from . import compat_blueprint, snake_name
 
 bp = compat_blueprint("wawp")
 
 _CHAT_ID = re.compile(r"^\+?([1-9][0-9]{5,14})(@c\.us|@s\.whatsapp\.net)?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -143,7 +142,7 @@ def verify():
 def wawp_error(exc: Exception):
     """Every failure in Wawp's flat style, with the native status (401, 429 + Retry-After, ...)."""
     err = as_error(exc)
-    details = {_CAMEL.sub("_", name).lower(): value for name, value in err.details.items()}
+    details = {snake_name(name): value for name, value in err.details.items()}
     response = jsonify({**details, "code": err.code.lower(), "message": err.message})
     response.status_code = err.status
     response.headers.update(err.headers)
