@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from flask import jsonify, request
+from flask import g, jsonify, request
 
 from ..api.auth import KEY_EXTRACTORS, require_key
 from ..api.errors import as_error
@@ -33,7 +33,16 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # --- parameters ---------------------------------------------------------------------------------
 
 def _body() -> dict | None:
-    """A POST's fields (JSON object or form); {} without a body, None when it cannot be read as either."""
+    """A POST's fields (JSON object or form); {} without a body, None when it cannot be read as either.
+
+    Read once per request: the key extractor, the credential check and the call all ask for it.
+    """
+    if "wawp_body" not in g:
+        g.wawp_body = _read_body()
+    return g.wawp_body
+
+
+def _read_body() -> dict | None:
     if request.method != "POST":
         return {}
     if request.mimetype in FORM_TYPES:
