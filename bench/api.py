@@ -57,6 +57,9 @@ CODE = "482913"
 # --- processes ------------------------------------------------------------------------------
 
 def gunicorn(env: dict, port: int, target: list[str]) -> subprocess.Popen:
+    with contextlib.suppress(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        raise RuntimeError(f"something already answers on port {port} (a gunicorn left from an earlier run?)")
     log = open(Path(env["WPOTP_INSTANCE_DIR"]) / f"gunicorn-{target[-1].replace(':', '-')}.log", "a")  # noqa: SIM115
     proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", *target], cwd=ROOT,
                             env={**env, "PORT": str(port)}, stdout=log, stderr=log)
@@ -93,15 +96,19 @@ def _ms(text: str) -> float:
 PROFILE: dict = {}  # {"dir": Path, "master": pid} while --profile is on
 
 
-def profiled(name: str, seconds: int):
-    """With --profile: py-spy samples every gunicorn worker while a measured wrk run goes on."""
+def profiled(name: str, seconds: float, extra: list[tuple[str, int]] = (), idle: bool = False):
+    """With --profile: py-spy samples every gunicorn worker (and the `extra` (label, pid)
+    processes) while a measured run goes on. `idle` keeps threads that wait (for a lock, a
+    pool connection, a socket) in the samples: the steady phase is about waiting."""
     if not PROFILE.get("master"):
         return []
     children = subprocess.run(["pgrep", "-P", str(PROFILE["master"])], capture_output=True, text=True).stdout.split()
+    targets = [(f"{name}-web", pid) for pid in children] + [(f"{name}-{label}", str(pid)) for label, pid in extra]
     spy = str(ROOT / ".venv" / "bin" / "py-spy")
-    return [subprocess.Popen([spy, "record", "--gil", "-r", "200", "-d", str(max(1, seconds - 1)), "-f", "raw",
-                              "-o", str(PROFILE["dir"] / f"{name}-{pid}.txt"), "-p", pid],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in children]
+    mode = ["--idle"] if idle else ["--gil"]
+    return [subprocess.Popen([spy, "record", *mode, "-r", "200", "-d", str(max(1, int(seconds) - 1)), "-f", "raw",
+                              "-o", str(PROFILE["dir"] / f"{label}-{pid}.txt"), "-p", pid],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for label, pid in targets]
 
 
 def wrk(url: str, key: str | None, seconds: int, connections: int, script: Path | None = None,
@@ -178,7 +185,7 @@ def retire_queued(env: dict) -> None:
 # --- accept -> provider ---------------------------------------------------------------------
 
 def steady_sends(base: str, key: str, double: GraphDouble, rate: float, seconds: float,
-                 offset: int) -> tuple[list[float], list[float]]:
+                 offset: int) -> tuple[list[float], list[float], float]:
     """Open loop: request i leaves at start + i/rate whatever the others are doing."""
     numbers = [f"+90534{offset + i:07d}" for i in range(int(rate * seconds))]
     started: dict[str, float] = {}
@@ -200,13 +207,28 @@ def steady_sends(base: str, key: str, double: GraphDouble, rate: float, seconds:
 
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(one, range(len(numbers))))
+    created = max(accepted.values()) - begin  # how long the web tier took to accept them all
     deadline = time.time() + 60
     while double.count() < len(numbers) and time.time() < deadline:
         time.sleep(0.1)
     arrivals = [(t, to) for t, to in double.arrivals if to in accepted]
     if len(arrivals) < len(numbers):
         print(f"  warning: {len(numbers) - len(arrivals)} of {len(numbers)} sends never reached the provider")
-    return (sorted(t - accepted[to] for t, to in arrivals), sorted(t - started[to] for t, to in arrivals))
+    return (sorted(t - accepted[to] for t, to in arrivals), sorted(t - started[to] for t, to in arrivals), created)
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its waited-for children, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -302,7 +324,16 @@ def main() -> None:
             try:
                 time.sleep(4)  # workers up
                 double.reset()
-                accept, start = steady_sends(base, key, double, args.rate, args.steady_seconds, 0)
+                spies = profiled("steady", args.steady_seconds + 1, [("worker", w.pid) for w in workers])
+                web_pids = children(proc.pid)
+                worker_pids = [pid for w in workers for pid in (w.pid, *children(w.pid))]
+                cpu_before = {pid: cpu_seconds(pid) for pid in web_pids + worker_pids}
+                begun = time.time()
+                accept, start, created = steady_sends(base, key, double, args.rate, args.steady_seconds, 0)
+                wall = time.time() - begun
+                cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in cpu_before}
+                for spy in spies:
+                    spy.wait()
             finally:
                 stop_workers(workers)
             print()
@@ -312,6 +343,11 @@ def main() -> None:
                   f"max {accept[-1] * 1000:6.1f} ms   (n={len(accept)})")
             print(f"  from the request start: p50 {pct(start, 0.5):6.1f} ms   p99 {pct(start, 0.99):6.1f} ms   "
                   f"mean {statistics.mean(start) * 1000:6.1f} ms")
+            sends = len(accept)
+            print(f"  pace held: {sends} sends accepted in {created:.1f} s ({sends / created:.1f}/s of "
+                  f"{args.rate:.0f}/s asked); CPU per send: web {1000 * sum(cpu[p] for p in web_pids) / sends:.1f} ms, "
+                  f"workers {1000 * sum(cpu[p] for p in worker_pids) / sends:.1f} ms "
+                  f"(of {2000 * wall / sends:.1f} ms the 2 cores had per send)")
     finally:
         stop(proc)
         double.close()

@@ -2,8 +2,8 @@
 
 API keys with their apps, OTP templates and webhook endpoints are read on every /v1 call, and
 a database round trip plus the ORM cost more than the rest of a typical request. Each process
-keeps them in memory, detached from any session, and checks on each request (one Redis GET,
-once per request) that nothing changed since:
+keeps them in memory, detached from any session, and checks on each request or job (one
+Redis GET, once per request or job) that nothing changed since:
 
 - every commit that writes an App, ApiKey, Template or WebhookEndpoint row (through the ORM
   or an ORM-enabled UPDATE/DELETE) sets the Redis key `wpotp:config-epoch` to a new random
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import current_app, g, has_request_context
+from flask import current_app, g, has_app_context, has_request_context
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -62,7 +62,8 @@ def current_epoch() -> str | None:
     None when Redis cannot be asked: then nothing is served from memory (what must work
     without Redis, like the webhook outbox, still reads the database).
     """
-    if has_request_context() and "config_epoch" in g:
+    memo = _memo_allowed()
+    if memo and "config_epoch" in g:
         return g.config_epoch
     conn = redis_client.conn
     try:
@@ -73,9 +74,15 @@ def current_epoch() -> str | None:
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         return None
     epoch = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if has_request_context():
+    if memo:
         g.config_epoch = epoch
     return epoch
+
+
+def _memo_allowed() -> bool:
+    """The epoch is read once per request, and once per job (wpotp.jobs marks a job's app
+    context); a long-lived app context (a CLI command, a worker's loop) reads it every time."""
+    return has_request_context() or (has_app_context() and g.get("wpotp_job", False))
 
 
 def cached(key: tuple, load: Callable[[Session], Any], keep_misses: bool = False) -> Any:
@@ -115,7 +122,7 @@ def bump_epoch() -> None:
         redis_client.conn.set(EPOCH_KEY, epoch)
     except Exception:  # Redis away: entries still age out after CACHE_MAX_AGE
         log.exception("could not publish a configuration change; caches catch up within %ss", CACHE_MAX_AGE)
-    if has_request_context():
+    if _memo_allowed():
         g.config_epoch = epoch
     with contextlib.suppress(RuntimeError):  # no app context: other processes still see the new epoch
         _cache().clear()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.helpers import in_threads
-from wpotp.jobs.worker import run_workers
+from wpotp.extensions import get_queue, redis_client
+from wpotp.jobs.worker import Worker, run_workers
 from wpotp.providers.throttle import try_take, wait_for_slot
 
 
@@ -39,3 +42,24 @@ def test_threaded_worker_drains_every_queue(app, client, api_key):
         run_workers(app, threads=4, burst=True)
     statuses = {client.get(f"/v1/otp/{i}", headers=api_key.headers).json["status"] for i in ids}
     assert statuses == {"READ"}
+
+
+def test_a_worker_renews_its_own_heartbeat_at_most_every_few_seconds(app):
+    """RQ renews a worker's key around every job; the key lives worker_ttl + 60 s, so wpotp's
+    Worker renews it at most every HEARTBEAT_EVERY seconds (fewer Redis round trips per job)."""
+    with app.app_context():
+        conn = redis_client.conn
+        worker = Worker([get_queue("otp")], connection=conn)
+        worker.register_birth()
+        try:
+            worker.heartbeat()
+            first = conn.hget(worker.key, "last_heartbeat")
+            time.sleep(0.01)
+            worker.heartbeat()
+            assert conn.hget(worker.key, "last_heartbeat") == first
+            worker._last_own_heartbeat -= Worker.HEARTBEAT_EVERY
+            worker.heartbeat()
+            assert conn.hget(worker.key, "last_heartbeat") != first
+            assert conn.ttl(worker.key) > worker.worker_ttl
+        finally:
+            worker.register_death()

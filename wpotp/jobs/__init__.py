@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, g, has_app_context
 
 from ..extensions import db
 
@@ -36,6 +36,7 @@ def job(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with _app().app_context():
+            g.wpotp_job = True  # one configuration-cache epoch read per job (wpotp.cache)
             started = time.monotonic()
             try:
                 return func(*args, **kwargs)

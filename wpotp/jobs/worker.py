@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from flask import Flask
 from rq import SimpleWorker
@@ -22,8 +23,26 @@ from .schedule import start_ticker
 log = logging.getLogger("wpotp.worker")
 
 
-class ThreadWorker(SimpleWorker):
-    """A SimpleWorker that can live off the main thread: timer-based job timeouts, no signals."""
+class Worker(SimpleWorker):
+    """A SimpleWorker whose own heartbeat (the TTL of its `rq:worker:` key) is renewed at most
+    every HEARTBEAT_EVERY seconds. RQ renews it three times around every job, three Redis round
+    trips each: most of a send job's Redis traffic, for a key that lives worker_ttl + 60 s.
+    Heartbeats inside RQ's own pipelines (job start, job end) and with an explicit timeout are
+    left alone, and so are the job's and the execution's heartbeats."""
+
+    HEARTBEAT_EVERY = 5.0
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None):
+        if timeout is None and pipeline is None:
+            last = getattr(self, "_last_own_heartbeat", None)
+            if last is not None and time.monotonic() - last < self.HEARTBEAT_EVERY:
+                return
+            self._last_own_heartbeat = time.monotonic()
+        super().heartbeat(timeout, pipeline)
+
+
+class ThreadWorker(Worker):
+    """A Worker that can live off the main thread: timer-based job timeouts, no signals."""
 
     death_penalty_class = TimerDeathPenalty
 
@@ -43,7 +62,7 @@ def run_workers(app: Flask, threads: int, burst: bool = False) -> None:
     for thread in running:
         thread.start()
     try:
-        SimpleWorker(queues, connection=conn).work(burst=burst, with_scheduler=True,
+        Worker(queues, connection=conn).work(burst=burst, with_scheduler=True,
                                                     logging_level=app.config["LOG_LEVEL"])
     finally:
         stop.set()
@@ -54,7 +73,7 @@ def run_workers(app: Flask, threads: int, burst: bool = False) -> None:
     # A burst ends when the queues are empty, but a thread's last job may have queued more
     # (a retry, the sandbox's receipts) after the others stopped looking: drain those too.
     while burst and any(queue.count for queue in queues):
-        SimpleWorker(queues, connection=conn).work(burst=True, logging_level=app.config["LOG_LEVEL"])
+        Worker(queues, connection=conn).work(burst=True, logging_level=app.config["LOG_LEVEL"])
 
 
 def _work(app: Flask, worker: ThreadWorker, burst: bool) -> None:

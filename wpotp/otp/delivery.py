@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send
-from ..models import ACTIVE_STATUSES, Message, Otp, OtpStatus, SendAttempt, Template
+from ..models import ACTIVE_STATUSES, Message, Otp, OtpStatus, SendAttempt
 from ..providers import OutboundOtp, Provider, ProviderError, get_provider
 from ..providers.faults import note_config_fault
 from ..providers.throttle import wait_for_slot
@@ -23,7 +23,7 @@ from ..util import utcnow
 from .codes import unseal_code
 from .events import record_event, record_message_event
 from .service import expire_one, seal_key
-from .templates import render
+from .templates import render, template_by_id
 
 log = logging.getLogger("wpotp.delivery")
 
@@ -40,7 +40,7 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     if sealed is None:
         _fail(otp, "code_unavailable: the code left the queue before it could be sent")
         return "failed"
-    template = db.session.get(Template, otp.template_id)
+    template = template_by_id(otp.template_id)
     code = unseal_code(otp.id, generation, sealed.decode())
     message = OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
                           template_name=template.name, language=template.language,

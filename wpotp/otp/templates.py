@@ -32,7 +32,7 @@ def resolve_template(template_id: str | None, language: str | None, default_lang
     process on its next request.
     """
     if template_id:
-        template = cached(("template", template_id), lambda s: s.get(Template, template_id))
+        template = template_by_id(template_id)
         if template is None or template.status != "APPROVED":
             raise TemplateNotFound(details={"templateId": template_id})
         if template.category != "AUTHENTICATION":
@@ -52,6 +52,12 @@ def resolve_template(template_id: str | None, language: str | None, default_lang
     if found is None:
         raise TemplateNotFound("No OTP template is configured; run `flask --app wsgi wpotp init`.")
     return found
+
+
+def template_by_id(template_id: str) -> Template | None:
+    """A template as it is now, whatever its status (a queued OTP is sent with the template it
+    was accepted with), from the configuration cache."""
+    return cached(("template", template_id), lambda s: s.get(Template, template_id))
 
 
 def _default_in(session: Session, language: str | None) -> Template | None:
