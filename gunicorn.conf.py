@@ -42,3 +42,10 @@ keepalive = 5
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 accesslog = "-"
 errorlog = "-"
+
+
+def post_worker_init(worker):
+    """The app is loaded: keep its start-up objects out of the garbage collector's full scans."""
+    from wpotp.util import settle_heap
+
+    settle_heap()

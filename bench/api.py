@@ -185,7 +185,7 @@ def retire_queued(env: dict) -> None:
 # --- accept -> provider ---------------------------------------------------------------------
 
 def steady_sends(base: str, key: str, double: GraphDouble, rate: float, seconds: float,
-                 offset: int) -> tuple[list[float], list[float], float]:
+                 offset: int, quiet: bool = False) -> tuple[list[float], list[float], float]:
     """Open loop: request i leaves at start + i/rate whatever the others are doing."""
     numbers = [f"+90534{offset + i:07d}" for i in range(int(rate * seconds))]
     started: dict[str, float] = {}
@@ -212,8 +212,12 @@ def steady_sends(base: str, key: str, double: GraphDouble, rate: float, seconds:
     while double.count() < len(numbers) and time.time() < deadline:
         time.sleep(0.1)
     arrivals = [(t, to) for t, to in double.arrivals if to in accepted]
-    if len(arrivals) < len(numbers):
+    if len(arrivals) < len(numbers) and not quiet:
         print(f"  warning: {len(numbers) - len(arrivals)} of {len(numbers)} sends never reached the provider")
+    if os.environ.get("BENCH_SLOWEST") and not quiet:
+        slow = sorted(((t - accepted[to], accepted[to] - begin) for t, to in arrivals), reverse=True)
+        print("  slowest (accept -> provider ms @ accepted at s):",
+              " ".join(f"{1000 * d:.0f}@{at:.1f}" for d, at in slow[:int(os.environ["BENCH_SLOWEST"])]))
     return (sorted(t - accepted[to] for t, to in arrivals), sorted(t - started[to] for t, to in arrivals), created)
 
 
@@ -253,6 +257,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=float, default=100.0, help="sends/s for the accept -> provider phase")
     parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of uncounted sends at the same pace first")
     parser.add_argument("--latency", type=float, default=0.15, help="the Graph double's answer time, seconds")
     parser.add_argument("--phases", default="ceiling,send,verify,show,steady")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles (raw, folded stacks) of the "
@@ -323,11 +328,15 @@ def main() -> None:
             workers = start_workers(env, 2)
             try:
                 time.sleep(4)  # workers up
+                # Warm-up at the same pace, not counted: every worker thread and gunicorn thread opens
+                # its connections and fills its caches on its first jobs (hundreds of ms each).
+                steady_sends(base, key, double, args.rate, args.warmup, 900000, quiet=True)
                 double.reset()
                 spies = profiled("steady", args.steady_seconds + 1, [("worker", w.pid) for w in workers])
                 web_pids = children(proc.pid)
                 worker_pids = [pid for w in workers for pid in (w.pid, *children(w.pid))]
-                cpu_before = {pid: cpu_seconds(pid) for pid in web_pids + worker_pids}
+                load_pids = [os.getpid(), double.proc.pid]  # the client and the Graph double share the cores
+                cpu_before = {pid: cpu_seconds(pid) for pid in web_pids + worker_pids + load_pids}
                 begun = time.time()
                 accept, start, created = steady_sends(base, key, double, args.rate, args.steady_seconds, 0)
                 wall = time.time() - begun
@@ -337,17 +346,21 @@ def main() -> None:
             finally:
                 stop_workers(workers)
             print()
-            print(f"accept -> provider request at {args.rate:.0f} sends/s for {args.steady_seconds:.0f} s "
+            print(f"accept -> provider request at {args.rate:.0f} sends/s for {args.steady_seconds:.0f} s, after "
+                  f"{args.warmup:.0f} s of warm-up "
                   f"(2 worker processes, Graph double answering in {args.latency * 1000:.0f} ms):")
             print(f"  from the 201:          p50 {pct(accept, 0.5):6.1f} ms   p99 {pct(accept, 0.99):6.1f} ms   "
                   f"max {accept[-1] * 1000:6.1f} ms   (n={len(accept)})")
             print(f"  from the request start: p50 {pct(start, 0.5):6.1f} ms   p99 {pct(start, 0.99):6.1f} ms   "
                   f"mean {statistics.mean(start) * 1000:6.1f} ms")
             sends = len(accept)
+            per_send = {name: 1000 * sum(cpu[p] for p in pids) / sends
+                        for name, pids in (("web", web_pids), ("workers", worker_pids), ("load", load_pids))}
             print(f"  pace held: {sends} sends accepted in {created:.1f} s ({sends / created:.1f}/s of "
-                  f"{args.rate:.0f}/s asked); CPU per send: web {1000 * sum(cpu[p] for p in web_pids) / sends:.1f} ms, "
-                  f"workers {1000 * sum(cpu[p] for p in worker_pids) / sends:.1f} ms "
-                  f"(of {2000 * wall / sends:.1f} ms the 2 cores had per send)")
+                  f"{args.rate:.0f}/s asked)")
+            print(f"  CPU per send: web {per_send['web']:.1f} ms, workers {per_send['workers']:.1f} ms, "
+                  f"client + Graph double {per_send['load']:.1f} ms; the 2 cores had {2000 * wall / sends:.1f} ms "
+                  f"per send, {2000 / args.rate:.1f} ms at the asked pace")
     finally:
         stop(proc)
         double.close()

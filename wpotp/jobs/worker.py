@@ -18,6 +18,7 @@ from rq import SimpleWorker
 from rq.timeouts import TimerDeathPenalty
 
 from ..extensions import QUEUE_NAMES, get_queue, redis_client
+from ..util import settle_heap
 from .schedule import start_ticker
 
 log = logging.getLogger("wpotp.worker")
@@ -51,6 +52,7 @@ class ThreadWorker(Worker):
 
 
 def run_workers(app: Flask, threads: int, burst: bool = False) -> None:
+    settle_heap()
     stop = threading.Event()
     if not burst:
         start_ticker(app, stop)
