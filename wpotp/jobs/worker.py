@@ -1,4 +1,4 @@
-"""The worker process: RQ SimpleWorkers in threads, so one process keeps many sends in flight.
+"""The worker process: RQ SimpleWorkers (wpotp's Worker) in threads, so one process keeps many sends in flight.
 
 A send spends most of its time waiting for the provider (Meta answers in ~100-300 ms), so a
 single sequential worker would cap a process at a few messages a second. Each thread runs
@@ -65,7 +65,7 @@ def run_workers(app: Flask, threads: int, burst: bool = False) -> None:
         thread.start()
     try:
         Worker(queues, connection=conn).work(burst=burst, with_scheduler=True,
-                                                    logging_level=app.config["LOG_LEVEL"])
+                                              logging_level=app.config["LOG_LEVEL"])
     finally:
         stop.set()
         for worker in helpers:
