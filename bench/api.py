@@ -96,18 +96,16 @@ def _ms(text: str) -> float:
 PROFILE: dict = {}  # {"dir": Path, "master": pid} while --profile is on
 
 
-def profiled(name: str, seconds: float, extra: list[tuple[str, int]] = (), idle: bool = False):
+def profiled(name: str, seconds: float, extra: list[tuple[str, int]] = ()):
     """With --profile: py-spy samples every gunicorn worker (and the `extra` (label, pid)
-    processes) while a measured run goes on. `idle` keeps threads that wait (for a lock, a
-    pool connection, a socket) in the samples: the steady phase is about waiting."""
+    processes) while a measured run goes on."""
     if not PROFILE.get("master"):
         return []
-    children = subprocess.run(["pgrep", "-P", str(PROFILE["master"])], capture_output=True, text=True).stdout.split()
-    targets = [(f"{name}-web", pid) for pid in children] + [(f"{name}-{label}", str(pid)) for label, pid in extra]
+    targets = [(f"{name}-web", pid) for pid in children(PROFILE["master"])] + [
+        (f"{name}-{label}", pid) for label, pid in extra]
     spy = str(ROOT / ".venv" / "bin" / "py-spy")
-    mode = ["--idle"] if idle else ["--gil"]
-    return [subprocess.Popen([spy, "record", *mode, "-r", "200", "-d", str(max(1, int(seconds) - 1)), "-f", "raw",
-                              "-o", str(PROFILE["dir"] / f"{label}-{pid}.txt"), "-p", pid],
+    return [subprocess.Popen([spy, "record", "--gil", "-r", "200", "-d", str(max(1, int(seconds) - 1)), "-f", "raw",
+                              "-o", str(PROFILE["dir"] / f"{label}-{pid}.txt"), "-p", str(pid)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for label, pid in targets]
 
 

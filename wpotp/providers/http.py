@@ -26,8 +26,7 @@ class _Session(requests.Session):
     def merge_environment_settings(self, url, proxies, stream, verify, cert):
         if proxies or stream is not None or verify is not None or cert is not None:
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        origin = url.split("/", 3)[:3]
-        key = "/".join(origin)
+        key = "/".join(url.split("/", 3)[:3])  # scheme://host[:port]
         found = self._env_settings.get(key)
         if found is None:
             found = self._env_settings[key] = super().merge_environment_settings(url, {}, None, None, None)
