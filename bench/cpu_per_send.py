@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worker_throughput import REDIS_URL, GraphDouble, database_url, flask  # noqa: E402
+from worker_throughput import REDIS_URL, GraphDouble, database_url, environment, flask  # noqa: E402
 
 
 def main() -> None:
@@ -41,13 +41,8 @@ def main() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
     double = GraphDouble(0.0)
     instance = Path(tempfile.mkdtemp(prefix="wpotp-cpu-"))
-    env = {
-        "WPOTP_INSTANCE_DIR": str(instance), "DATABASE_URL": database_url(False, instance), "REDIS_URL": REDIS_URL,
-        "WPOTP_PROVIDER": "cloud_api", "WHATSAPP_GRAPH_URL": double.url, "WHATSAPP_PHONE_NUMBER_ID": "1234567890",
-        "WHATSAPP_TOKEN": "bench-token", "WHATSAPP_APP_SECRET": "bench-secret", "WHATSAPP_VERIFY_TOKEN": "bench-verify",
-        "WHATSAPP_MPS": "1000", "APP_DAILY_SEND_CAP": "100000000", "RECIPIENT_RATE_LIMIT": "1000/minute",
-        "API_RATE_LIMIT": "100000000/minute", "LOG_LEVEL": "WARNING",
-    }
+    # The same settings as bench/worker_throughput.py (limits raised, the Cloud API to the double).
+    env = environment(argparse.Namespace(threads=1), double, instance, database_url(False, instance), mps=1000)
     os.environ.update(env)
     flask(dict(os.environ), "init")
     key = flask(dict(os.environ), "create-key", "--app", "default", "--mode", "live")
