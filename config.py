@@ -192,6 +192,7 @@ class Config:
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 
         self.WORKER_THREADS = env_int("WORKER_THREADS", 16, minimum=1)
+        self.WORKER_STOP_TIMEOUT = env_int("WORKER_STOP_TIMEOUT", 20, minimum=0)
         self.PORT = env_int("PORT", 8000, minimum=1)
         self.WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
 

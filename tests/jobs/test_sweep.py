@@ -164,3 +164,50 @@ def test_sweep_leaves_otp_with_scheduled_retry_alone(app, make_app, api_key, run
     with patient.app_context():
         assert len(get_queue("otp").scheduled_job_registry.get_job_ids()) == 1
         assert get_queue("otp").count == 0
+
+
+# --- a worker killed between taking a job and starting it, or in the middle of it ---------------
+
+def _pop_send_job_like_a_killed_worker(app) -> str:
+    """What a worker's dequeue does before it marks the job started (RQ pops the id off the list
+    with BLPOP): a worker SIGKILLed right then leaves the job hash saying `queued`, in no queue."""
+    with app.app_context():
+        queue = get_queue("otp")
+        job_id = redis_client.conn.lpop(queue.key).decode()
+        assert queue.fetch_job(job_id).get_status() == "queued"
+        return job_id
+
+
+def test_sweep_requeues_a_job_popped_by_a_worker_killed_before_starting_it(app, client, api_key,
+                                                                           run_worker, outbox):
+    otp_id = _queued(client, api_key, "+905551110321")
+    _pop_send_job_like_a_killed_worker(app)
+    shift_back(app, otp_id, 61, "last_sent_at")
+
+    assert _sweep(app)["requeued"] == 1
+    run_worker()
+    assert otp_row(app, otp_id)["status"] in ("SENT", "DELIVERED", "READ")
+    assert len(outbox("+905551110321")) == 1
+
+
+def test_sweep_requeues_a_job_whose_wpotp_worker_process_is_gone(app, client, api_key, run_worker, outbox):
+    """A job `started` by a wpotp worker process that no longer renews its liveness key (killed)
+    is rescued at once, not after a grace of minutes; one whose process is alive is left alone."""
+    otp_id = _queued(client, api_key, "+905551110322")
+    job_id = _pop_send_job_like_a_killed_worker(app)
+    with app.app_context():
+        job = get_queue("otp").fetch_job(job_id)
+        job.worker_name = "host.example.1234.abcd/3.1"
+        job.set_status("started")
+        job.started_at = job.enqueued_at
+        job.save()
+        redis_client.conn.set("wpotp:worker-alive:host.example.1234.abcd", 16, ex=30)
+    shift_back(app, otp_id, 61, "last_sent_at")
+    assert _sweep(app)["requeued"] == 0  # its process is alive: the job may still finish
+
+    with app.app_context():
+        redis_client.conn.delete("wpotp:worker-alive:host.example.1234.abcd")
+    assert _sweep(app)["requeued"] == 1
+    run_worker()
+    assert otp_row(app, otp_id)["status"] in ("SENT", "DELIVERED", "READ")
+    assert len(outbox("+905551110322")) == 1

@@ -63,3 +63,13 @@ def test_a_worker_renews_its_own_heartbeat_at_most_every_few_seconds(app):
             assert conn.ttl(worker.key) > worker.worker_ttl
         finally:
             worker.register_death()
+
+
+def test_jobs_keep_the_apps_redis_timeout(app, client, api_key):
+    """RQ widens the socket timeout of the connection pool it is handed (to about 415 s) to fit
+    its blocking dequeue; the app's own Redis calls inside jobs must keep their configured timeout."""
+    with app.app_context():
+        configured = redis_client.conn.connection_pool.connection_kwargs["socket_timeout"]
+        client.post("/v1/otp/send", headers=api_key.headers, json={"recipient": "+905551113101"})
+        run_workers(app, threads=2, burst=True)
+        assert redis_client.conn.connection_pool.connection_kwargs["socket_timeout"] == configured == 5

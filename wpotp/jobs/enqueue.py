@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from redis.client import Pipeline
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 from ..extensions import get_queue, redis_client
 from ..util import random_base62
@@ -14,25 +15,58 @@ from ..util import random_base62
 SEND_JOB = "wpotp.jobs.send.send_otp_job"
 
 
-_WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+def alive_key(process_id: str) -> str:
+    """Set by every running `wpotp worker` process for a few seconds at a time (jobs/worker.py)."""
+    return f"wpotp:worker-alive:{process_id}"
 
 
 def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:
-    """Is this job still going to run, or running? A job `started` longer ago than `started_grace`
-    seconds is taken for dead (its worker was killed: RQ notices only minutes later)."""
+    """Is this job still going to run, or running?
+
+    Its status alone is not enough: a worker killed between popping a job off its queue and
+    starting it leaves the job `queued` in no queue, and one killed mid-job leaves it `started`
+    for minutes. So a waiting job must still be where it waits, and a started one must belong
+    to a worker process that is alive (wpotp's workers say so in Redis every few seconds; for a
+    worker of another kind, one started longer ago than `started_grace` seconds counts as dead).
+    """
     if job_id is None:
         return False
+    conn = redis_client.conn
     try:
-        job = Job.fetch(job_id.decode() if isinstance(job_id, bytes) else job_id, connection=redis_client.conn)
+        job = Job.fetch(job_id.decode() if isinstance(job_id, bytes) else job_id, connection=conn)
     except NoSuchJobError:
         return False
     status = job.get_status()
-    if status in _WAITING:
-        return True
-    if status == JobStatus.STARTED and job.started_at is not None:
-        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
-        return (datetime.now(UTC) - started).total_seconds() < started_grace
+    queue = get_queue(job.origin)
+    if status == JobStatus.QUEUED:
+        return conn.lpos(queue.key, job.id) is not None
+    if status == JobStatus.SCHEDULED:
+        return job.id in ScheduledJobRegistry(queue=queue)
+    if status == JobStatus.DEFERRED:
+        return job.id in DeferredJobRegistry(queue=queue)
+    if status == JobStatus.STARTED:
+        return _runner_alive(job, started_grace)
     return False
+
+
+def _runner_alive(job: Job, started_grace: float) -> bool:
+    process_id, slash, _slot = (job.worker_name or "").partition("/")
+    if slash:  # a wpotp worker (`<process id>/<slot>`): its process renews a key while it lives
+        return bool(redis_client.conn.exists(alive_key(process_id)))
+    if job.started_at is None:
+        return False
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - started).total_seconds() < started_grace
+
+
+def hand_back(job: Job) -> str:
+    """Queue again a job that a stopping worker could not finish (jobs are safe to run twice)."""
+    if job.func_name == SEND_JOB:
+        return enqueue_send(*job.args)
+    copy = get_queue(job.origin).enqueue(job.func_name, args=job.args, kwargs=job.kwargs,
+                                         description=job.description, result_ttl=job.result_ttl,
+                                         failure_ttl=job.failure_ttl, job_timeout=job.timeout)
+    return copy.id
 
 
 def send_job_key(otp_id: str) -> str:
