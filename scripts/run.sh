@@ -23,7 +23,9 @@ cleanup() {
   if [ -n "${STARTED_REDIS_PID:-}" ]; then kill "$STARTED_REDIS_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
-trap 'exit 0' INT TERM  # Ctrl-C is how you stop it: not an error
+# Ctrl-C (or SIGTERM) is how you stop it: not an error. The children get the same SIGINT and
+# stop on their own; cleanup then waits for them (the worker finishes its sends first).
+trap 'exit 0' INT TERM
 
 init_out=$("${FLASK[@]}" wpotp init)
 echo "$init_out"
@@ -69,5 +71,12 @@ cat <<BANNER
 
   Ctrl-C stops wpotp.
 BANNER
-wait -n "${pids[@]}"
-echo "A wpotp process stopped; see $LOG_DIR/." >&2
+stopping=""
+trap 'stopping=1' INT TERM
+status=0
+wait -n "${pids[@]}" || status=$?
+# A child that stopped on the same Ctrl-C may be reaped before the trap has run: a clean exit
+# (0) or death by SIGINT/SIGTERM (130/143) is a stop, not a failure.
+if [ -n "$stopping" ] || [ "$status" -eq 0 ] || [ "$status" -eq 130 ] || [ "$status" -eq 143 ]; then exit 0; fi
+echo "A wpotp process stopped (exit status $status); see $LOG_DIR/." >&2
+exit 1

@@ -131,6 +131,7 @@ class WorkerProcess:
         self.slots: dict[int, threading.Thread] = {}
         self._incarnations = 0
         self._signals = 0
+        self._first_signal = 0.0
 
     # --- running ---------------------------------------------------------------------------
 
@@ -217,8 +218,12 @@ class WorkerProcess:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, _frame) -> None:
+        now = time.monotonic()
+        if self._signals and now - self._first_signal < 1.0:
+            return  # the same stop twice (Ctrl-C reaches the whole group, then `make run` passes it on)
         self._signals += 1
         if self._signals == 1:
+            self._first_signal = now
             log.info("worker %s: %s, stopping (jobs in flight have %.0f s to finish)", self.process_id,
                      signal.Signals(signum).name, self.stop_timeout)
             self.stopping.set()

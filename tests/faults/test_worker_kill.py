@@ -1,0 +1,132 @@
+"""Workers SIGKILLed during a load, restarted by a supervisor loop: no OTP lost or stuck (issue 14).
+
+A kill can land anywhere: between popping a job and starting it, mid provider call, after the
+provider answered but before the commit. Whatever it hits, every OTP answered 201 must end
+SENT (or later) once the sweep has had its rescue time (STUCK_QUEUED_AFTER + SWEEP_INTERVAL +
+the 6 s a dead worker's liveness key lasts).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from tests.helpers import make_key
+from wpotp.extensions import db, get_queue
+from wpotp.models import Otp
+
+from .procs import RedisServer, Supervisor, WorkerProc, wait_until, worker_env
+
+SENDS = 1000
+SENDERS = 6
+RESCUE = {"STUCK_QUEUED_AFTER": 5, "SWEEP_INTERVAL": 1}
+SENT_OR_LATER = {"SENT", "DELIVERED", "READ", "VERIFIED"}
+
+
+def _statuses(app, ids: list[str]) -> Counter:
+    with app.app_context():
+        rows = db.session.execute(select(Otp.id, Otp.status).where(Otp.id.in_(ids))).all()
+        db.session.remove()
+    return Counter(str(row.status) for row in rows)
+
+
+def _send_all(web, key, count: int, on_accepted) -> tuple[list[str], Counter]:
+    ids: list[str] = []
+    answers: Counter = Counter()
+    lock = threading.Lock()
+    numbers = iter(range(count))
+
+    def sender() -> None:
+        client = web.test_client()
+        while True:
+            with lock:
+                n = next(numbers, None)
+            if n is None:
+                return
+            r = client.post("/v1/otp/send", headers=key.headers, json={"recipient": f"+9055520{n:05d}"})
+            with lock:
+                answers[r.status_code] += 1
+                if r.status_code == 201:
+                    ids.append(r.json["id"])
+                    on_accepted(len(ids))
+
+    threads = [threading.Thread(target=sender) for _ in range(SENDERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    return ids, answers
+
+
+def test_workers_killed_during_1000_sends_lose_no_otp(make_app, app, tmp_path, capsys):
+    with RedisServer(tmp_path / "redis") as redis_server:
+        web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **RESCUE)
+        key = make_key(web)
+        env = worker_env(web, redis_server.url(), WORKER_STOP_TIMEOUT=2, **RESCUE)
+        kills: list[tuple[int, str, float]] = []
+        with Supervisor(env, tmp_path, threads=8) as supervisor:
+            wait_until(lambda: redis_server.client().scard("rq:workers"), 30, what="the first worker to start")
+            plan = {SENDS // 4: ("pid", False), SENDS // 2: ("process group", True), 3 * SENDS // 4: ("pid", False)}
+
+            def on_accepted(count: int) -> None:
+                if count in plan:
+                    what, group = plan.pop(count)
+                    supervisor.current.signal(signal.SIGKILL, group=group)
+                    kills.append((count, what, time.monotonic()))
+
+            started = time.monotonic()
+            ids, answers = _send_all(web, key, SENDS, on_accepted)
+            accepted_in = time.monotonic() - started
+            try:
+                wait_until(lambda: sum(_statuses(web, ids)[s] for s in SENT_OR_LATER) == len(ids), 180, every=0.5,
+                           what="every accepted OTP to be sent")
+            except AssertionError:
+                print(supervisor.logs()[-20000:])
+                raise
+            done_in = time.monotonic() - kills[-1][2]
+            workers = len(supervisor.procs)
+            logs = supervisor.logs()
+    statuses = _statuses(web, ids)
+    with capsys.disabled():
+        print(f"\n[faults] worker SIGKILL: {SENDS} sends, answers {dict(answers)}, accepted in {accepted_in:.1f} s; "
+              f"kills {[(n, what) for n, what, _ in kills]}; {workers} worker processes; statuses {dict(statuses)}; "
+              f"all sent {done_in:.1f} s after the last kill; rescued by sweep: {logs.count('requeued')} sweeps")
+    assert answers == {201: SENDS}
+    assert len(kills) == 3 and workers == 4
+    assert set(statuses) <= SENT_OR_LATER and sum(statuses.values()) == SENDS
+
+
+def test_a_restarted_worker_has_a_scheduler_within_seconds_and_leaves_no_orphan(make_app, app, tmp_path):
+    """The scheduler is a thread of the worker process (no child to orphan); after a SIGKILL, the
+    next worker on this host takes the scheduler lock over from the dead process at once, instead
+    of waiting for RQ's ten-minute maintenance pass."""
+    with RedisServer(tmp_path / "redis") as redis_server:
+        web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url())
+        env = worker_env(web, redis_server.url())
+        conn = redis_server.client()
+        first = WorkerProc(env, tmp_path / "first.log", threads=2)
+        try:
+            wait_until(lambda: conn.get("rq:scheduler-lock:otp"), 30, what="the first worker's scheduler lock")
+            assert first.children() == []  # no forked scheduler
+            first.signal(signal.SIGKILL)
+            first.proc.wait(timeout=10)
+            assert conn.get("rq:scheduler-lock:otp")  # the dead worker's lock is still there...
+
+            second = WorkerProc(env, tmp_path / "second.log", threads=2)
+            try:
+                held_before = conn.get("rq:scheduler-lock:otp")
+                wait_until(lambda: conn.get("rq:scheduler-lock:otp") not in (None, held_before), 20,
+                           what="the second worker to take the scheduler lock")
+                with web.app_context():
+                    job = get_queue("default").enqueue_in(timedelta(seconds=1), "wpotp.jobs.maintenance.sweep_job")
+                wait_until(lambda: job.get_status(refresh=True) == "finished", 20,
+                           what="a delayed job to run through the new scheduler")
+            finally:
+                second.stop()
+        finally:
+            first.stop()
