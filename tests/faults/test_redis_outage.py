@@ -16,6 +16,8 @@ from collections import Counter
 from sqlalchemy import select
 
 from tests.helpers import make_key
+from tests.providers.cloud_api.graph import SETTINGS as CLOUD_API
+from tests.providers.cloud_api.graph import GraphDouble
 from wpotp.extensions import db
 from wpotp.models import Otp
 
@@ -121,3 +123,51 @@ def test_a_redis_restart_that_loses_its_data_leaves_no_otp_stuck(make_app, app, 
     assert set(codes) <= {(201, None), (503, "SERVICE_UNAVAILABLE")}
     assert all(e.startswith(("queue_lost", "code_unavailable")) for e in failed)
     assert {s for s, _e in statuses.values()} <= SENT_OR_LATER | {"FAILED"}
+
+
+def test_every_worker_slot_works_again_after_a_redis_outage(make_app, app, tmp_path):
+    """Redis goes away while every slot is inside a send: each slot's RQ worker stops on it and
+    is replaced, so afterwards the process again has all its threads sending at once (seen at a
+    provider that holds each request for a while)."""
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    with RedisServer(tmp_path / "redis") as redis_server, GraphDouble() as graph:
+        answer = graph.http.handler
+
+        def slow(seen):
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            time.sleep(1.5)
+            with lock:
+                in_flight[0] -= 1
+            return answer(seen)
+
+        graph.http.handler = slow
+        settings = {**CLOUD_API, "WHATSAPP_GRAPH_URL": graph.url, "WHATSAPP_MPS": 1000, **SETTINGS}
+        web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **settings)
+        key = make_key(web, mode="live")
+        client = web.test_client()
+        worker = WorkerProc(worker_env(web, redis_server.url(), **settings), tmp_path / "worker.log", threads=4)
+        try:
+            wait_until(lambda: redis_server.client().scard("rq:workers"), 30, what="the worker to start")
+            for n in range(4):
+                assert client.post("/v1/otp/send", headers=key.headers,
+                                   json={"recipient": f"+9055511144{n:02d}"}).status_code == 201
+            wait_until(lambda: in_flight[0] == 4, 30, what="four sends in flight")
+            redis_server.stop()  # while all four slots wait on the provider
+            time.sleep(3)
+            redis_server.start()
+            wait_until(lambda: in_flight[0] == 0, 30, what="the first sends to end")
+            most[0] = 0
+            for n in range(8):
+                wait_until(lambda n=n: client.post("/v1/otp/send", headers=key.headers,
+                                                   json={"recipient": f"+9055511145{n:02d}"}).status_code == 201,
+                           30, what="a send to be accepted")
+            wait_until(lambda: len(graph.sends) >= 12, 60, what="the eight new sends to reach the provider")
+            assert worker.alive(), worker.log()[-5000:]
+            log = worker.log()
+        finally:
+            worker.stop()
+    assert most[0] == 4, log[-5000:]
+    assert "stopped unasked" in log
