@@ -1,4 +1,4 @@
-"""/healthz (the process answers) and /readyz (the database and Redis answer)."""
+"""/healthz (the process answers) and /readyz (the database and Redis answer; how many workers run)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlalchemy import text
 from config import provider_problems
 
 from .extensions import db, limiter, redis_client
+from .jobs.enqueue import workers_alive
 from .providers.faults import last_config_fault
 
 bp = Blueprint("health", __name__)
@@ -38,7 +39,9 @@ def readyz():
     problems = provider_problems(current_app.config, provider)
     ready = all(v == "ok" for v in checks.values())
     state = {"name": provider, "complete": not problems, "problems": problems}
+    body = {"status": "ready" if ready else "unavailable", "checks": checks, "provider": state}
     if checks["redis"] == "ok":
         state["lastConfigFault"] = last_config_fault(provider)
-    body = {"status": "ready" if ready else "unavailable", "checks": checks, "provider": state}
+        # Not part of readiness (the web tier serves without workers), but what an operator looks for.
+        body["workers"] = {"alive": workers_alive()}
     return jsonify(body), 200 if ready else 503

@@ -26,11 +26,13 @@ def test_an_idle_worker_stops_on_sigterm_at_once(make_app, app, tmp_path):
         worker = WorkerProc(worker_env(web, redis_server.url(), WORKER_STOP_TIMEOUT=60), tmp_path / "w.log",
                             threads=16)
         try:
-            wait_until(lambda: redis_server.client().scard("rq:workers"), 30, what="the worker to start")
+            wait_until(lambda: web.test_client().get("/readyz").json["workers"] == {"alive": 1}, 30,
+                       what="/readyz to count the worker")
             worker.signal(signal.SIGTERM)
             # Far below the stop timeout (60 s) and RQ's 405 s dequeue: today's 16 idle threads took ~15 min.
             assert worker.proc.wait(timeout=15) == 0, worker.log()
             assert redis_server.client().keys("wpotp:worker-alive:*") == []
+            assert web.test_client().get("/readyz").json["workers"] == {"alive": 0}
         finally:
             worker.stop()
 

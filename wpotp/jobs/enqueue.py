@@ -15,9 +15,42 @@ from ..util import random_base62
 SEND_JOB = "wpotp.jobs.send.send_otp_job"
 
 
+WORKERS_KEY = "wpotp:workers"  # the ids of worker processes seen lately (each alive while its key lives)
+
+
 def alive_key(process_id: str) -> str:
     """Set by every running `wpotp worker` process for a few seconds at a time (jobs/worker.py)."""
     return f"wpotp:worker-alive:{process_id}"
+
+
+def note_worker_alive(process_id: str, ttl: int) -> None:
+    with redis_client.conn.pipeline(transaction=False) as pipe:
+        pipe.set(alive_key(process_id), 1, ex=ttl)
+        pipe.sadd(WORKERS_KEY, process_id)
+        pipe.execute()
+
+
+def note_worker_gone(process_id: str) -> None:
+    with redis_client.conn.pipeline(transaction=False) as pipe:
+        pipe.delete(alive_key(process_id))
+        pipe.srem(WORKERS_KEY, process_id)
+        pipe.execute()
+
+
+def workers_alive() -> int:
+    """How many `wpotp worker` processes are running now (for /readyz); forgets the dead ones."""
+    conn = redis_client.conn
+    ids = [member.decode() for member in conn.smembers(WORKERS_KEY)]
+    if not ids:
+        return 0
+    with conn.pipeline(transaction=False) as pipe:
+        for process_id in ids:
+            pipe.exists(alive_key(process_id))
+        alive = pipe.execute()
+    dead = [process_id for process_id, up in zip(ids, alive, strict=True) if not up]
+    if dead:
+        conn.srem(WORKERS_KEY, *dead)  # a live one adds itself back at its next beat
+    return len(ids) - len(dead)
 
 
 def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:

@@ -42,9 +42,9 @@ from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.timeouts import TimerDeathPenalty
 
-from ..extensions import QUEUE_NAMES, redis_client
+from ..extensions import QUEUE_NAMES
 from ..util import random_base62, settle_heap
-from .enqueue import alive_key, hand_back
+from .enqueue import hand_back, note_worker_alive, note_worker_gone
 from .schedule import start_ticker
 
 log = logging.getLogger("wpotp.worker")
@@ -199,7 +199,7 @@ class WorkerProcess:
         """Say this process is alive (the sweep's test for a killed worker's jobs)."""
         try:
             with self.app.app_context():
-                redis_client.conn.set(alive_key(self.process_id), self.threads, ex=ALIVE_TTL)
+                note_worker_alive(self.process_id, ALIVE_TTL)
         except redis.RedisError:
             pass  # Redis away: the slots wait for it; the sweep cannot run meanwhile either
 
@@ -250,7 +250,7 @@ class WorkerProcess:
                     log.error("worker %s: job %s could not be handed back (Redis away); the sweep rescues it",
                               self.process_id, job.id)
             with contextlib.suppress(redis.RedisError):
-                redis_client.conn.delete(alive_key(self.process_id))
+                note_worker_gone(self.process_id)
         log.info("worker %s: stopped", self.process_id)
         if left:
             # Threads are still inside those jobs: end the process here rather than wait for them.
