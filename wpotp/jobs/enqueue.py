@@ -61,6 +61,7 @@ def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:
     for minutes. So a waiting job must still be where it waits, and a started one must belong
     to a worker process that is alive (wpotp's workers say so in Redis every few seconds; for a
     worker of another kind, one started longer ago than `started_grace` seconds counts as dead).
+    With a grace of 0 a started job counts as over: the caller knows it by other means (a lease).
     """
     if job_id is None:
         return False
@@ -78,7 +79,7 @@ def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:
     if status == JobStatus.DEFERRED:
         return job.id in DeferredJobRegistry(queue=queue)
     if status == JobStatus.STARTED:
-        return _runner_alive(job, started_grace)
+        return started_grace > 0 and _runner_alive(job, started_grace)
     return False
 
 
