@@ -1,5 +1,5 @@
 """Fixtures: a real database (SQLite always, PostgreSQL when TEST_DATABASE_URL is set),
-real Redis (TEST_REDIS_URL, default db 15, flushed per test), real RQ worker runs.
+real Redis (TEST_REDIS_URL, default db 15, flushed per test), real RQ worker runs (wpotp's Worker).
 
 Chain: backend -> app -> client -> api_key. Every test that takes `app` runs once per
 backend. Nothing of wpotp is mocked: outside services are real servers on 127.0.0.1.
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 from flask_migrate import upgrade
-from rq import SimpleWorker
 from sqlalchemy import create_engine, delete, inspect, make_url, text
 
 from config import TestConfig
 from wpotp import MIGRATIONS_DIR, create_app
-from wpotp.extensions import QUEUE_NAMES, db, get_queue, redis_client
+from wpotp.extensions import QUEUE_NAMES, db
+from wpotp.jobs.worker import Worker, worker_connection
 from wpotp.models import Template
 from wpotp.otp.templates import seed_default_templates
 from wpotp.providers.sandbox import read_outbox
@@ -131,13 +131,17 @@ def api_key(app) -> Key:
 
 @pytest.fixture
 def run_worker(app):
-    """Run a real RQ worker in burst mode until every queue is empty."""
+    """Run a real RQ worker (wpotp's Worker, on its own Redis pool as in `wpotp worker`) in burst
+    mode until every queue is empty."""
 
     def run(target_app=None) -> None:
         target = target_app or app
         with target.app_context():
-            queues = [get_queue(name) for name in QUEUE_NAMES]
-            SimpleWorker(queues, connection=redis_client.conn).work(burst=True, logging_level="WARNING")
+            conn = worker_connection(target)
+            try:
+                Worker(list(QUEUE_NAMES), connection=conn).work(burst=True, logging_level="WARNING")
+            finally:
+                conn.close()
 
     return run
 

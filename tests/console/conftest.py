@@ -62,7 +62,8 @@ class LiveServer:
         self.app = flask_app
         self._server = make_server("127.0.0.1", 0, flask_app, threaded=True)
         self.base = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="live-server", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="live-server", daemon=True)
         self._thread.start()
 
     def url(self, path: str = "/") -> str:
