@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -25,7 +26,21 @@ from wpotp.providers.sandbox import read_outbox
 
 from .helpers import Key, make_key
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+def _redis_of_this_worker(url: str) -> str:
+    """Under pytest-xdist each worker (gw0, gw1, ...) flushes a Redis database of its own: the
+    given one for gw0, the ones below it for the others (15, 14, ...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    parts = urlsplit(url)
+    db_number = int(parts.path.lstrip("/") or 0) - index
+    if db_number < 0:
+        raise RuntimeError(f"{url}: too few Redis databases below it for xdist worker {worker}")
+    return urlunsplit(parts._replace(path=f"/{db_number}"))
+
+
+TEST_REDIS_URL = _redis_of_this_worker(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+os.environ["TEST_REDIS_URL"] = TEST_REDIS_URL  # TestConfig reads it
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
 KEEP_TABLES = {"alembic_version", "templates"}
 
