@@ -12,6 +12,7 @@ from wpotp.models import ApiKey, App
 from wpotp.util import utcnow
 
 from .api.support import error_of, number, send
+from .console.conftest import create_user, form_token
 from .helpers import make_key
 
 
@@ -53,15 +54,69 @@ def test_the_last_used_stamp_does_not_invalidate_every_cache(app):
         assert cache.current_epoch() == before
 
 
-def test_a_change_made_outside_the_application_is_seen_once_entries_age_out(app, make_app, monkeypatch):
+def test_an_app_setting_changed_outside_the_application_is_seen_once_entries_age_out(app, make_app, monkeypatch):
     key = make_key(app)
     client = app.test_client()
     assert send(client, key, recipient=number(6)).status_code == 201
     with make_app().app_context():  # plain SQL: no ORM event, no new epoch
-        db.session.execute(text("UPDATE api_keys SET revoked_at = :now WHERE id = :id"),
-                           {"now": utcnow(), "id": key.key_id})
+        db.session.execute(text("UPDATE apps SET allowed_countries = 'DE' WHERE id = :id"), {"id": key.app_id})
         db.session.commit()
 
     assert send(client, key, recipient=number(7)).status_code == 201  # still cached
     monkeypatch.setattr(cache, "CACHE_MAX_AGE", 0.0)
-    error_of(send(client, key, recipient=number(8)), 401, "unauthorized")
+    error_of(send(client, key, recipient=number(8)), 400, "COUNTRY_NOT_ALLOWED")
+
+
+# --- revocation takes effect on the very next request, however it is done (issue 14, defect 7) ---
+
+def _cached_key_in(app):
+    """A key the first "process" has just used, so whatever it caches holds that key."""
+    key = make_key(app)
+    client = app.test_client()
+    assert send(client, key, recipient=number(9)).status_code == 201
+    assert client.get("/v1/templates", headers=key.headers).status_code == 200
+    return key, client
+
+
+def test_a_key_revoked_by_plain_sql_in_another_process_is_refused_on_the_next_request(app, make_app):
+    key, client = _cached_key_in(app)
+    with make_app().app_context():  # what docs/operations.md tells operators to run
+        db.session.execute(text("UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
+                           {"id": key.key_id})
+        db.session.commit()
+
+    error_of(client.get("/v1/templates", headers=key.headers), 401, "unauthorized")
+    error_of(send(client, key, recipient=number(10)), 401, "unauthorized")
+
+
+def test_a_key_revoked_by_a_core_update_is_refused_on_the_next_request(app, make_app):
+    key, client = _cached_key_in(app)
+    with make_app().app_context(), db.engine.begin() as conn:  # outside any ORM session
+        conn.execute(update(ApiKey.__table__).where(ApiKey.__table__.c.id == key.key_id)
+                     .values(revoked_at=utcnow()))
+
+    error_of(send(client, key, recipient=number(11)), 401, "unauthorized")
+
+
+def test_a_key_revoked_by_the_cli_in_another_process_is_refused_on_the_next_request(app, make_app):
+    key, client = _cached_key_in(app)
+    result = make_app().test_cli_runner().invoke(args=["wpotp", "revoke-key", key.key_id])
+    assert result.exit_code == 0, result.output
+
+    error_of(send(client, key, recipient=number(12)), 401, "unauthorized")
+
+
+def test_a_key_revoked_on_the_console_of_another_process_is_refused_on_the_next_request(app, make_app):
+    key, client = _cached_key_in(app)
+    other = make_app()
+    admin = create_user(other, "admin@example.com", "admin")
+    console = other.test_client()
+    with console.session_transaction() as sess:
+        sess["_user_id"] = admin.id
+        sess["_fresh"] = True
+    response = console.post(f"/console/keys/{key.key_id}/revoke", data={"csrf_token": form_token(console)})
+    assert response.status_code == 302
+
+    error_of(send(client, key, recipient=number(13)), 401, "unauthorized")
+    with other.app_context():
+        assert db.session.get(ApiKey, key.key_id).revoked_at is not None

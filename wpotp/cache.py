@@ -1,15 +1,19 @@
 """A per-process cache of the rows nearly every request reads and staff rarely change.
 
-API keys with their apps, OTP templates and webhook endpoints are read on every /v1 call, and
-a database round trip plus the ORM cost more than the rest of a typical request. Each process
+Apps, OTP templates and webhook endpoints are read on every /v1 call or send job, and a
+database round trip plus the ORM cost more than the rest of a typical request. Each process
 keeps them in memory, detached from any session, and checks on each request or job (one
 Redis GET, once per request or job) that nothing changed since:
 
-- every commit that writes an App, ApiKey, Template or WebhookEndpoint row (through the ORM
-  or an ORM-enabled UPDATE/DELETE) sets the Redis key `wpotp:config-epoch` to a new random
-  value, so a revoked key or a changed setting is seen by every process on its next request;
+- every commit that writes an App, Template or WebhookEndpoint row (through the ORM or an
+  ORM-enabled UPDATE/DELETE) sets the Redis key `wpotp:config-epoch` to a new random value,
+  so a changed setting is seen by every process on its next request;
 - an entry older than CACHE_MAX_AGE seconds is read again anyway, for rows changed outside
   the application (SQL by hand).
+
+API keys are deliberately not cached here: revocation must hold on the very next request
+however it is done, SQL by hand included, which no Redis epoch can see. `wpotp.api.auth`
+reads the key's row by its hash on every request instead (one indexed query, SPEC §2).
 
 Cached objects are detached and shared between threads: read them, never change them.
 """
@@ -90,8 +94,7 @@ def cached(key: tuple, load: Callable[[Session], Any], keep_misses: bool = False
 
     `load(session)` runs in a short session of its own, so what it returns (an ORM object or
     None) is never an object the caller's session holds; it is detached before it is kept and
-    shared. None is kept only with `keep_misses` (for look-ups by app or language, a small set;
-    never for presented API keys, where a flood of unknown ones must not fill memory).
+    shared. None is kept only with `keep_misses` (for look-ups by app or language, a small set).
     """
     cache = _cache()
     epoch = current_epoch()
@@ -131,9 +134,9 @@ def bump_epoch() -> None:
 # --- what changes the cached rows ------------------------------------------------------------
 
 def _cached_types() -> tuple[type, ...]:
-    from .models import ApiKey, App, Template, WebhookEndpoint
+    from .models import App, Template, WebhookEndpoint
 
-    return (App, ApiKey, Template, WebhookEndpoint)
+    return (App, Template, WebhookEndpoint)
 
 
 @sa_event.listens_for(Session, "before_flush")
@@ -145,7 +148,7 @@ def _note_changes(session: Session, _context, _instances) -> None:
 
 @sa_event.listens_for(Session, "do_orm_execute")
 def _note_bulk_changes(state) -> None:
-    if (state.is_update or state.is_delete) and not state.execution_options.get("wpotp_keeps_config_cache"):
+    if state.is_update or state.is_delete:
         mapper = state.bind_mapper
         if mapper is not None and issubclass(mapper.class_, _cached_types()):
             state.session.info[_DIRTY] = True

@@ -3,19 +3,21 @@ alone on the last line of its output, so scripts can take it with `tail -n 1`.""
 
 from __future__ import annotations
 
+import re
 import secrets
+import sys
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from flask_migrate import upgrade
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from .extensions import db
-from .models import ApiKey, App, Event, User
+from .models import ApiKey, App, AuditEntry, Event, User
 from .otp.codes import hash_api_key
 from .otp.templates import seed_default_templates
-from .util import random_base62
+from .util import iso, random_base62, utcnow
 
 cli = AppGroup("wpotp", help="wpotp administration.")
 
@@ -56,10 +58,14 @@ def init_command() -> None:
 
 @cli.command("create-user")
 @click.option("--email", required=True)
-@click.option("--password", required=True)
+@click.option("--password", default=None,
+              help="the password; when left out it is prompted for (twice), or read from standard input's "
+                   "first line when that is not a terminal")
 @click.option("--role", type=click.Choice(["admin", "viewer"]), required=True)
-def create_user_command(email: str, password: str, role: str) -> None:
+def create_user_command(email: str, password: str | None, role: str) -> None:
     """Create a console user, or reset the password and role of an existing one."""
+    if password is None:
+        password = _read_password()
     if len(password) < 8:
         raise click.ClickException("the password must be at least 8 characters")
     email = email.strip().lower()
@@ -72,6 +78,20 @@ def create_user_command(email: str, password: str, role: str) -> None:
     user.set_password(password)
     db.session.commit()
     click.echo(f"{verb} {role} user {email}")
+
+
+def _read_password() -> str:
+    """Ask a person at a terminal (hidden, twice); take a script's first line of standard input.
+
+    A password on the command line ends up in shell history and `ps`; these two ways do not.
+    """
+    stdin = sys.stdin
+    if stdin.isatty():
+        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    line = stdin.readline().rstrip("\r\n")
+    if not line:
+        raise click.ClickException("no password: give --password, or the password on standard input")
+    return line
 
 
 @cli.command("create-app")
@@ -109,6 +129,50 @@ def create_key_command(app_name: str, mode: str, name: str) -> None:
     click.echo(f"created {mode} key for app {app_name!r}; the secret is shown once, on the last line")
     click.echo(key.id)
     click.echo(secret)
+
+
+KEY_ID = re.compile(r"^key_[0-9A-Za-z]{1,36}$")
+
+
+@cli.command("list-keys")
+@click.option("--app", "app_name", default=None, help="only this app's keys (its name or id)")
+def list_keys_command(app_name: str | None) -> None:
+    """One key a line, tab-separated: id, display prefix, mode, name, state (active/revoked), app.
+
+    Never a secret: none is kept, only its keyed hash.
+    """
+    query = select(ApiKey, App.name).join(App, App.id == ApiKey.app_id)
+    if app_name is not None:
+        query = query.where(ApiKey.app_id == find_app(app_name).id)
+    rows = db.session.execute(query.order_by(App.name, ApiKey.created_at, ApiKey.id)).all()
+    for key, owner in rows:
+        name = " ".join(key.name.split()) or "-"  # one field, whatever staff typed
+        click.echo("\t".join((key.id, key.prefix, key.mode, name, "revoked" if key.revoked_at else "active", owner)))
+
+
+@cli.command("revoke-key")
+@click.argument("key_id")
+def revoke_key_command(key_id: str) -> None:
+    """Revoke an API key: from the next request on, in every process, calls with it answer 401.
+
+    Revoking a revoked key changes nothing and succeeds; an unknown id is an error.
+    """
+    key = db.session.get(ApiKey, key_id) if KEY_ID.match(key_id) else None
+    if key is None:
+        raise click.ClickException(f"no key {key_id!r}; `wpotp list-keys` shows them")
+    now = utcnow()
+    revoked = db.session.execute(  # compare-and-set: two revocations at once write one audit entry
+        update(ApiKey).where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if not revoked:
+        db.session.rollback()
+        db.session.refresh(key)
+        click.echo(f"key {key.id} ({key.prefix}) was already revoked at {iso(key.revoked_at)}")
+        return
+    db.session.add(AuditEntry(actor="cli", action="key.revoke", target=key.id,
+                              details={"name": key.name, "prefix": key.prefix}))
+    db.session.commit()
+    click.echo(f"revoked key {key.id} ({key.prefix}): calls with it now get 401")
 
 
 @cli.command("worker")

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from .errors import CountryNotAllowed, NotFound, ServiceUnavailable, TemplateNotFound, ValidationError
 from .extensions import db, get_queue
 from .models import ApiKey, App, Event, Message, MessageStatus, Template
-from .otp.delivery import call_provider, record_send, retry_delay
+from .otp.delivery import call_provider, record_send, replay_early_receipts, retry_delay
 from .otp.events import record_message_event
 from .otp.limits import app_daily_limit, consume
 from .otp.phones import normalize_recipient
@@ -148,6 +148,7 @@ def deliver_message(message_id: str, try_number: int = 1) -> str:
     if moved:
         record_message_event(message, "message.sent", at=now, status=MessageStatus.SENT, provider=provider.name)
     db.session.commit()
+    replay_early_receipts(provider.name, result.provider_message_id)  # receipts that beat this commit
     if moved:
         provider.after_sent(outbound, result)
     return "sent"

@@ -89,7 +89,8 @@ class Template(db.Model):
 
 
 class Otp(db.Model):
-    """One verification. The code exists here only as `code_hash` (HMAC of id + code)."""
+    """One verification. The code exists here only as `code_hash` (HMAC of id + code), and the codes
+    resends replaced only as `superseded_code_hashes` (the same HMAC)."""
 
     __tablename__ = "otps"
 
@@ -106,6 +107,9 @@ class Otp(db.Model):
     template_id: Mapped[str] = mapped_column(ForeignKey("templates.id"))
     language: Mapped[str] = mapped_column(String(16))
     code_hash: Mapped[str] = mapped_column(String(64))
+    # The keyed hashes (like code_hash) of the codes resends replaced, oldest first, space-separated:
+    # such a code answers OTP_CANCELED ("replaced by a resend") and spends no attempt. NULL: none.
+    superseded_code_hashes: Mapped[str | None] = mapped_column(Text)
     code_length: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=OtpStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

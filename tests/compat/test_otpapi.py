@@ -349,7 +349,8 @@ def test_resend_sends_a_new_code_and_kills_the_old_one(app, client, api_key, run
     new = code_for(outbox)
     assert len(outbox(RECIPIENT)) == 2
     if new != old:
-        error_of(verify(client, api_key, otp["verification_id"], old), 400, "INVALID_CODE")
+        err = error_of(verify(client, api_key, otp["verification_id"], old), 409, "OTP_CANCELED")
+        assert err["details"] == {"reason": "replaced_by_resend"}
     assert verify(client, api_key, otp["verification_id"], new).status_code == 200
     assert set(fields_of(error_of(client.post(f"{BASE}/otp/resend", headers=pair(api_key), json={**body, "x": 1}),
                                   400, "VALIDATION_ERROR"))) == {"x"}

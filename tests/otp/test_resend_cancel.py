@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+from tests.helpers import in_threads
+
 from .support import code_for, codes_for, error_code, event_types, otp_row, run_queue, send, shift_back, show, verify
 
 
@@ -60,7 +64,7 @@ def test_resend_after_interval_sends_new_code_and_kills_old(app, client, api_key
     new_code = codes[1]
     if new_code != old_code:  # a fresh random code may, rarely, repeat the old one
         stale = verify(client, api_key, otp_id, old_code)
-        assert (stale.status_code, error_code(stale)) == (400, "INVALID_CODE")
+        assert (stale.status_code, error_code(stale)) == (409, "OTP_CANCELED")
     ok = verify(client, api_key, otp_id, new_code)
     assert ok.status_code == 200 and ok.json["status"] == "VERIFIED"
     assert "otp.resent" in event_types(app, otp_id)
@@ -79,7 +83,7 @@ def test_old_code_is_dead_after_resend(app, make_app, api_key, outbox):
     assert len(new_code) == 8
     if new_code != "11112222":
         stale = verify(c, api_key, otp_id, "11112222")
-        assert (stale.status_code, error_code(stale)) == (400, "INVALID_CODE")
+        assert (stale.status_code, error_code(stale)) == (409, "OTP_CANCELED")
     assert verify(c, api_key, otp_id, new_code).status_code == 200
 
 
@@ -156,6 +160,92 @@ def test_resend_before_first_send_delivers_only_the_new_code(app, make_app, api_
     assert len(codes) == 1
     assert otp_row(quick, otp_id)["status"] == "READ"
     assert verify(c, api_key, otp_id, codes[0]).status_code == 200
+
+
+# --- a code from before a resend (issue 14, defect 14) -----------------------------------------
+
+def _resent_twice(quick, api_key, outbox, recipient: str) -> tuple[str, list[str]]:
+    """An OTP whose first code was the caller's `11112222`, resent twice: (id, codes oldest first)."""
+    c = quick.test_client()
+    run = lambda: run_queue(quick, "otp", "default")  # noqa: E731
+    otp_id = _sent(c, api_key, run, recipient, code="11112222")
+    for _ in range(2):
+        assert _resend(c, api_key, otp_id).status_code == 200
+        run()
+    return otp_id, codes_for(outbox, otp_id)
+
+
+def test_a_code_from_before_a_resend_answers_otp_canceled_without_spending_an_attempt(
+        app, make_app, api_key, outbox):
+    quick = make_app(RESEND_INTERVAL=0)
+    c = quick.test_client()
+    otp_id, codes = _resent_twice(quick, api_key, outbox, "+905551110212")
+    first, second, newest = codes
+    for stale in dict.fromkeys((first, second)):
+        if stale == newest:  # a fresh random code may, rarely, repeat an old one
+            continue
+        r = verify(c, api_key, otp_id, stale)
+        assert (r.status_code, error_code(r)) == (409, "OTP_CANCELED"), r.json
+        assert "replaced by a resend" in r.json["error"]["message"]
+        assert r.json["error"]["details"] == {"reason": "replaced_by_resend"}
+    row = otp_row(quick, otp_id)
+    assert row["attempts"] == 0 and row["status"] == "READ"
+    results = [a["result"] for a in c.get(f"/v1/otp/{otp_id}/attempts", headers=api_key.headers).json["data"]]
+    assert results.count("superseded_code") == len({first, second} - {newest})
+
+    wrong = verify(c, api_key, otp_id, "00000000" if "00000000" not in codes else "99999999")
+    assert error_code(wrong) == "INVALID_CODE" and wrong.json["error"]["details"]["attemptsRemaining"] == 4
+    assert verify(c, api_key, otp_id, newest).status_code == 200
+    after = verify(c, api_key, otp_id, first)
+    assert (after.status_code, error_code(after)) == (409, "OTP_ALREADY_VERIFIED")
+
+
+def test_superseded_codes_are_kept_only_as_keyed_hashes(app, make_app, api_key, outbox):
+    quick = make_app(RESEND_INTERVAL=0)
+    otp_id, codes = _resent_twice(quick, api_key, outbox, "+905551110213")
+    row = otp_row(quick, otp_id)
+    stored = " ".join(str(v) for v in row.values())
+    assert not any(code in stored for code in codes)
+    with quick.app_context():
+        from wpotp.otp.codes import hash_code
+        assert row["superseded_code_hashes"].split() == [hash_code(otp_id, code) for code in codes[:2]]
+
+
+def test_a_superseded_code_after_expiry_answers_otp_expired(app, make_app, api_key, outbox):
+    quick = make_app(RESEND_INTERVAL=0)
+    c = quick.test_client()
+    otp_id, codes = _resent_twice(quick, api_key, outbox, "+905551110214")
+    shift_back(quick, otp_id, 3600, "expires_at")
+    r = verify(c, api_key, otp_id, codes[0])
+    assert (r.status_code, error_code(r)) == (400, "OTP_EXPIRED")
+
+
+def test_a_superseded_code_on_a_spent_budget_still_answers_too_many_attempts(app, make_app, api_key, outbox):
+    quick = make_app(RESEND_INTERVAL=0)
+    c = quick.test_client()
+    otp_id, codes = _resent_twice(quick, api_key, outbox, "+905551110215")
+    wrong = next(w for w in ("00000000", "99999999", "12121212") if w not in codes)
+    for _ in range(5):
+        verify(c, api_key, otp_id, wrong)
+    r = verify(c, api_key, otp_id, codes[0])
+    assert (r.status_code, error_code(r)) == (429, "TOO_MANY_ATTEMPTS")
+
+
+def test_parallel_old_and_new_codes_verify_once_and_spend_nothing(app, make_app, api_key, outbox):
+    quick = make_app(RESEND_INTERVAL=0)
+    otp_id, codes = _resent_twice(quick, api_key, outbox, "+905551110216")
+    old, newest = codes[0], codes[-1]
+    if old == newest:
+        old = codes[1]
+    assert old != newest
+
+    answers = in_threads(20, lambda i: verify(quick.test_client(), api_key, otp_id, newest if i % 2 else old))
+    outcomes = Counter((a.status_code, error_code(a)) for a in answers)
+    assert outcomes[(200, None)] == 1, outcomes
+    assert set(outcomes) <= {(200, None), (409, "OTP_ALREADY_VERIFIED"), (409, "OTP_CANCELED")}, outcomes
+    assert outcomes[(409, "OTP_ALREADY_VERIFIED")] + outcomes[(409, "OTP_CANCELED")] == 19
+    row = otp_row(quick, otp_id)
+    assert row["status"] == "VERIFIED" and row["attempts"] == 0
 
 
 # --- cancel ---------------------------------------------------------------------------------------

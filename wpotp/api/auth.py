@@ -1,9 +1,15 @@
-"""API-key authentication (SPEC §2): one keyed-hash lookup per request, cached on `g`."""
+"""API-key authentication (SPEC §2): one keyed-hash lookup per request, cached on `g`.
+
+The key's row is read from the database on every request (one indexed Core SELECT by
+`key_hash`), never from the per-process cache: a key revoked in any way (the console, the
+CLI, an `UPDATE api_keys ...` by hand) is refused on the very next request in every process.
+Only its app, which staff change far less urgently, comes from `wpotp.cache`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import current_app, g, request
 from sqlalchemy import select, update
@@ -17,7 +23,9 @@ from ..util import utcnow
 
 KEY_PREFIXES = ("wpotp_live_", "wpotp_test_")
 _MISSING = object()
-_LAST_USED: dict[str, datetime] = {}  # key id -> when this process last wrote its last_used_at
+_KEYS = ApiKey.__table__
+_KEY_COLUMNS = (_KEYS.c.id, _KEYS.c.app_id, _KEYS.c.name, _KEYS.c.mode, _KEYS.c.prefix, _KEYS.c.created_at,
+                _KEYS.c.last_used_at)
 
 # Compat dialects carry the key elsewhere (a query parameter, Basic auth, a header pair). Each
 # registers how to find it under its blueprint's name; the limiter, the lookup and the logs
@@ -52,16 +60,24 @@ def key_digest() -> str:
 
 
 def lookup_key() -> ApiKey | None:
-    """The live (not revoked) key presented with this request, or None."""
+    """The live (not revoked) key presented with this request, or None.
+
+    The returned ApiKey is transient (in no session): read it, never add or change it.
+    """
     found = g.get("api_key", _MISSING)
     if found is _MISSING:
         digest = key_digest()
-        found = None
-        if digest != "anonymous":
-            found = cached(("api_key", digest), lambda s: s.scalars(
-                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))).first())
+        found = None if digest == "anonymous" else _live_key(digest)
         g.api_key = found
     return found
+
+
+def _live_key(digest: str) -> ApiKey | None:
+    """One indexed Core query by the key's hash (unique index): cheaper than the ORM's load,
+    and always as fresh as the database, whoever changed the row."""
+    row = db.session.execute(
+        select(*_KEY_COLUMNS).where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None))).first()
+    return None if row is None else ApiKey(**row._mapping)
 
 
 def key_app(key: ApiKey) -> App:
@@ -78,18 +94,13 @@ def require_key() -> tuple[ApiKey, App]:
 
 
 def _touch(key: ApiKey) -> None:
-    """Keep `last_used_at` to the minute without a write on every request.
-
-    The cached key's own `last_used_at` is not refreshed by this write (it must not invalidate
-    every process's cache each minute), so this process remembers its last write itself.
-    """
+    """Keep `last_used_at` to the minute without a write on every request (the row read for
+    this request says when it was last written)."""
     now = utcnow()
-    last = max(filter(None, (key.last_used_at, _LAST_USED.get(key.id))), default=None)
-    if last is not None and now - last <= timedelta(minutes=1):
+    if key.last_used_at is not None and now - key.last_used_at <= timedelta(minutes=1):
         return
-    _LAST_USED[key.id] = now
     db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
-                       .execution_options(synchronize_session=False, wpotp_keeps_config_cache=True))
+                       .execution_options(synchronize_session=False))
     db.session.commit()
 
 

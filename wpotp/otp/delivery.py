@@ -6,10 +6,12 @@ nothing, and a receipt seen before changes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime
 
+import redis
 from flask import current_app
 from sqlalchemy import select, update
 
@@ -65,6 +67,7 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
         record_event(otp, "otp.sent", at=now, status=OtpStatus.SENT, generation=generation,
                      provider=provider.name)
     db.session.commit()
+    replay_early_receipts(provider.name, result.provider_message_id)  # receipts that beat this commit
     if moved:
         provider.after_sent(message, result)
     return "sent" if moved else "sent-late"
@@ -146,13 +149,23 @@ def apply_receipt(provider: str, provider_message_id: str, status: str, at: date
                   error: str | None = None) -> bool:
     """Apply a provider's receipt to the OTP or message it is about. False when it changed nothing.
 
-    Unknown message ids, repeats and receipts of a replaced (resent) OTP message change no
-    status. A late receipt (delivered after read) is kept in the timeline without moving
-    the status back.
+    Repeats and receipts of a replaced (resent) OTP message change no status. A late receipt
+    (delivered after read) is kept in the timeline without moving the status back. A receipt
+    for an id no row carries yet is held for EARLY_RECEIPT_TTL (hold_receipt): the provider
+    can answer a send's webhook before the worker has committed that send's message id.
     """
     if status not in _RECEIPTS or not provider_message_id:
         return False
     now = at or utcnow()
+    applied = _apply_known(provider_message_id, status, now, error)
+    if applied is None:
+        hold_receipt(provider, provider_message_id, status, now, error)
+        return False
+    return applied
+
+
+def _apply_known(provider_message_id: str, status: str, now: datetime, error: str | None) -> bool | None:
+    """The receipt applied to the row that carries this id; None when no row does."""
     otp, generation = _otp_for_message(provider_message_id)
     if otp is not None:
         if generation != otp.generation:
@@ -165,7 +178,75 @@ def apply_receipt(provider: str, provider_message_id: str, status: str, at: date
     if message is not None:
         return _apply(Message, message, (), status, now, error,
                       lambda row, **data: record_message_event(row, f"message.{status}", at=now, **data))
-    return False
+    return None
+
+
+# --- receipts that overtake the worker's commit --------------------------------------------------
+
+EARLY_RECEIPT_TTL = 300  # seconds a receipt for a not-yet-known message id is kept in Redis
+EARLY_RECEIPTS_PER_ID = 10  # a message has at most four receipts; repeats beyond this are dropped
+
+
+def early_receipt_key(provider: str, provider_message_id: str) -> str:
+    return f"wpotp:early-receipt:{provider}:{provider_message_id}"
+
+
+def hold_receipt(provider: str, provider_message_id: str, status: str, at: datetime, error: str | None) -> None:
+    """Keep a receipt whose message id no row has yet, for replay_early_receipts after the commit.
+
+    Held: the status, its time and the provider's error text (never a code or a secret). Ids
+    that never appear (another system's messages on the same number) expire unread. After
+    the hold, the database is asked once more: if the worker committed between our look-up
+    and the hold, it may have looked for held receipts already, so we take them ourselves.
+    Whoever takes the list (one MULTI) applies it, so each receipt is applied once.
+    """
+    key = early_receipt_key(provider, provider_message_id)
+    entry = json.dumps({"status": status, "at": at.isoformat(), "error": error})
+    try:
+        with redis_client.conn.pipeline() as pipe:
+            pipe.rpush(key, entry).ltrim(key, 0, EARLY_RECEIPTS_PER_ID - 1).expire(key, EARLY_RECEIPT_TTL)
+            pipe.execute()
+    except redis.exceptions.RedisError:
+        log.warning("a %s receipt for an unknown message id could not be held (Redis unavailable); dropped",
+                    provider)
+        return
+    db.session.rollback()  # end the read transaction: a fresh snapshot sees a commit made since
+    if _known_message_id(provider_message_id):
+        replay_early_receipts(provider, provider_message_id)
+
+
+def replay_early_receipts(provider: str, provider_message_id: str | None) -> int:
+    """Apply, in arrival order, the receipts held for a message id just committed; how many moved it.
+
+    Each is stamped at the time it is applied (so never before the `sent` it overtook).
+    The worker calls this right after committing a send's provider message id. Redis away:
+    the held receipts stay until their TTL and the status waits for the provider's next one.
+    """
+    if not provider_message_id:
+        return 0
+    key = early_receipt_key(provider, provider_message_id)
+    try:
+        with redis_client.conn.pipeline() as pipe:  # MULTI: exactly one taker
+            held, _ = pipe.lrange(key, 0, -1).delete(key).execute()
+    except redis.exceptions.RedisError:
+        log.warning("could not read the held %s receipts of a sent message (Redis unavailable)", provider)
+        return 0
+    applied = 0
+    for raw in held:
+        receipt = json.loads(raw)
+        # Stamped now, not at the provider's time (which is before our `sent`, often by less than
+        # Meta's one-second resolution): the timeline and the durations in reports stay in order.
+        at = max(datetime.fromisoformat(receipt["at"]), utcnow())
+        applied += bool(_apply_known(provider_message_id, receipt["status"], at, receipt["error"]))
+    if held:
+        log.info("%s: %d early receipt(s) replayed, %d applied", provider, len(held), applied)
+    return applied
+
+
+def _known_message_id(provider_message_id: str) -> bool:
+    """Whether any committed send carries this provider message id (OTP or message)."""
+    return db.session.scalar(select(SendAttempt.id).where(SendAttempt.provider_message_id == provider_message_id)
+                             .limit(1)) is not None
 
 
 def _apply(model, row, same_message: tuple, status: str, now: datetime, error: str | None, record) -> bool:

@@ -193,6 +193,12 @@ def blocker(otp: Otp, now: datetime) -> WpotpError | None:
 # --- verify -------------------------------------------------------------------------------------
 
 def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> Otp:
+    """Check a code (SPEC §4); every call is recorded as a verify attempt, whatever it answers.
+
+    A wrong code spends one attempt (compare-and-set). A code a resend replaced spends none and
+    answers OTP_CANCELED "replaced by a resend": the user typed the code of an earlier message,
+    which tells a guesser nothing, and hearing "invalid" would wrongly suggest a typo.
+    """
     otp = get_otp(app, otp_id)
     now = utcnow()
     problem = blocker(otp, now)
@@ -206,23 +212,49 @@ def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> Otp:
                 set_committed_value(otp, "verified_at", now)
                 commit_keeping_loaded()
                 return otp
+        elif _superseded(otp, code):
+            problem = _replaced_by_resend()
         else:
             remaining = _spend_attempt(otp, now)
             if remaining is not None:
                 _record_attempt(otp, "invalid_code", ip, now)
                 db.session.commit()
                 raise _invalid_code(remaining)
+    if problem is None:
         # Lost a race (another verify, a resend, a cancel): say what the row says now.
         db.session.rollback()
         db.session.refresh(otp)
-        problem = blocker(otp, now) or _invalid_code(otp.attempts_remaining)
-    _record_attempt(otp, problem.code.lower(), ip, now)
+        problem = blocker(otp, now) or (_replaced_by_resend() if _superseded(otp, code)
+                                        else _invalid_code(otp.attempts_remaining))
+    _record_attempt(otp, _attempt_result(problem), ip, now)
     db.session.commit()
     raise problem
 
 
 def _invalid_code(remaining: int) -> InvalidCode:
     return InvalidCode(details={"attemptsRemaining": remaining})
+
+
+REPLACED_BY_RESEND = "replaced_by_resend"
+
+
+def _replaced_by_resend() -> OtpCanceled:
+    return OtpCanceled("This code was replaced by a resend: use the code of the latest message.",
+                       details={"reason": REPLACED_BY_RESEND})
+
+
+def _attempt_result(problem: WpotpError) -> str:
+    """The verify attempt's `result` for an error answer: its code, or `superseded_code`."""
+    if isinstance(problem, OtpCanceled) and problem.details.get("reason") == REPLACED_BY_RESEND:
+        return "superseded_code"
+    return problem.code.lower()
+
+
+def _superseded(otp: Otp, code: str) -> bool:
+    """Whether `code` is one a resend replaced. Every stored hash is compared (constant time
+    each, no early exit), so the answer's timing does not say which send it came from."""
+    matches = [code_matches(otp.id, code, old) for old in (otp.superseded_code_hashes or "").split()]
+    return any(matches)
 
 
 def _claim_verified(otp: Otp, now: datetime) -> bool:
@@ -255,6 +287,9 @@ def _record_attempt(otp: Otp, result: str, ip: str | None, now: datetime) -> Non
 def resend_otp(app: App, otp_id: str) -> Otp:
     """A new code on the same OTP id: the old code dies, the expiry is renewed.
 
+    The old code's keyed hash is kept (`superseded_code_hashes`), so verifying it answers
+    OTP_CANCELED "replaced by a resend" rather than spending an attempt.
+
     At most RESEND_MAX resends, none sooner than RESEND_INTERVAL seconds after the last send.
     The attempt budget is not renewed, so resending never buys a guesser more tries.
     """
@@ -278,7 +313,8 @@ def resend_otp(app: App, otp_id: str) -> Otp:
     stmt = (update(Otp)
             .where(Otp.id == otp.id, Otp.generation == otp.generation, Otp.status.in_(ACTIVE_STATUSES),
                    Otp.expires_at > now, Otp.attempts < Otp.max_attempts)
-            .values(code_hash=hash_code(otp.id, code), generation=generation, status=OtpStatus.QUEUED,
+            .values(code_hash=hash_code(otp.id, code), superseded_code_hashes=_superseding(otp),
+                    generation=generation, status=OtpStatus.QUEUED,
                     expires_at=now + timedelta(seconds=otp.ttl_seconds), last_sent_at=now, sent_at=None,
                     delivered_at=None, read_at=None, provider_message_id=None, error=None)
             .execution_options(synchronize_session=False))
@@ -295,8 +331,17 @@ def resend_otp(app: App, otp_id: str) -> Otp:
     return otp
 
 
-_RESEND_FIELDS = ("code_hash", "generation", "status", "expires_at", "last_sent_at", "sent_at", "delivered_at",
-                  "read_at", "provider_message_id", "error")
+def _superseding(otp: Otp) -> str:
+    """The superseded hashes once this resend replaces the current code (oldest first).
+
+    Only hashes: the plaintext of a replaced code is never kept. The compare-and-set on
+    `generation` makes the row read here the one the UPDATE changes.
+    """
+    return " ".join(filter(None, (otp.superseded_code_hashes, otp.code_hash)))
+
+
+_RESEND_FIELDS = ("code_hash", "superseded_code_hashes", "generation", "status", "expires_at", "last_sent_at",
+                  "sent_at", "delivered_at", "read_at", "provider_message_id", "error")
 
 
 def _snapshot(otp: Otp) -> dict:

@@ -6,7 +6,9 @@ import json
 import time
 from datetime import UTC, datetime
 
-from tests.otp.support import event_types, otp_row, show
+from tests.otp.support import event_types, otp_row, send, show
+from wpotp.extensions import redis_client
+from wpotp.otp import delivery
 
 from .graph import SETTINGS, VERIFY_TOKEN, signed, status_item, status_webhook
 from .support import post_receipts, sent_otp
@@ -189,3 +191,114 @@ def test_handshake_with_no_verify_token_configured_never_matches(make_app, app):
         "hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"})
 
     assert r.status_code == 403
+
+
+# --- receipts that arrive before the worker has committed the message id (issue 14, defect 11) ---
+
+class HeldSends:
+    """Wrap an HTTP double's handler: its answer to a send is made (so the message id is known),
+    then held while `meanwhile(reply)` runs (say, the provider's receipt reaching wpotp first),
+    and only then sent back to the worker that is waiting for it."""
+
+    def __init__(self, http, is_send, meanwhile) -> None:
+        self.inner, self.is_send, self.meanwhile = http.handler, is_send, meanwhile
+        self.errors: list[BaseException] = []
+        http.handler = self._handle
+
+    def _handle(self, seen):
+        reply = self.inner(seen)
+        if self.is_send(seen):
+            try:
+                self.meanwhile(reply)
+            except BaseException as exc:  # noqa: BLE001 - reported to the test, which asserts on it
+                self.errors.append(exc)
+        return reply
+
+
+def test_receipts_that_arrive_before_the_sent_commit_are_applied_after_it(cloud_app, cloud_client, live_key,
+                                                                          graph, run_worker):
+    t, answers = _now(), []
+
+    def receipts_first(reply):  # Meta delivered and the user read it before its answer reached us
+        wamid = reply.body["messages"][0]["id"]
+        answers.append(post_receipts(cloud_app.test_client(), status_item(wamid, "delivered", t),
+                                     status_item(wamid, "read", t + 1)))
+        answers.append(show(cloud_app.test_client(), live_key, otp_id[0])["status"])
+
+    held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), receipts_first)
+    otp_id = [send(cloud_client, live_key, "+905551112233", code="482913").json["id"]]
+    run_worker(cloud_app)
+
+    assert not held.errors, held.errors
+    assert answers[0].status_code == 200 and answers[1] == "QUEUED"  # the receipts really came first
+    detail = show(cloud_client, live_key, otp_id[0])
+    assert detail["status"] == "READ"
+    row = otp_row(cloud_app, otp_id[0])  # stamped when applied: never before the send they overtook
+    assert row["sent_at"] <= row["delivered_at"] <= row["read_at"]
+    types = event_types(cloud_app, otp_id[0])
+    assert types.count("otp.delivered") == 1 and types.count("otp.read") == 1
+    assert types.index("otp.sent") < types.index("otp.delivered") < types.index("otp.read")
+    assert not redis_keys(cloud_app, "wpotp:early-receipt:*")  # taken, not left to expire
+
+
+def test_an_early_failed_receipt_fails_the_otp_once_it_is_sent(cloud_app, cloud_client, live_key, graph, run_worker):
+    errors = [{"code": 131026, "title": "Message undeliverable."}]
+    held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), lambda reply: post_receipts(
+        cloud_app.test_client(), status_item(reply.body["messages"][0]["id"], "failed", _now(), errors=errors)))
+    otp_id = send(cloud_client, live_key, "+905551112233", code="482913").json["id"]
+    run_worker(cloud_app)
+
+    assert not held.errors, held.errors
+    detail = show(cloud_client, live_key, otp_id)
+    assert detail["status"] == "FAILED" and detail["error"] == "131026: Message undeliverable"
+
+
+def test_a_receipt_for_a_wamid_that_never_appears_is_held_briefly_without_secrets(cloud_app, cloud_client,
+                                                                                  live_key, graph, run_worker):
+    otp_id, _wamid = sent_otp(cloud_client, live_key, run_worker, cloud_app, graph)
+    before = (otp_row(cloud_app, otp_id), event_types(cloud_app, otp_id))
+
+    assert post_receipts(cloud_client, status_item("wamid.NEVERSENT", "delivered", _now())).status_code == 200
+
+    assert (otp_row(cloud_app, otp_id), event_types(cloud_app, otp_id)) == before
+    (key,) = redis_keys(cloud_app, "wpotp:early-receipt:*")
+    assert key == "wpotp:early-receipt:cloud_api:wamid.NEVERSENT"
+    with cloud_app.app_context():
+        conn = redis_client.conn
+        assert 0 < conn.ttl(key) <= delivery.EARLY_RECEIPT_TTL  # it expires on its own
+        held = b" ".join(conn.lrange(key, 0, -1))
+    assert b"delivered" in held and b"482913" not in held and live_key.secret.encode() not in held
+
+
+def redis_keys(app, pattern: str) -> list[str]:
+    with app.app_context():
+        return sorted(k.decode() for k in redis_client.conn.scan_iter(pattern))
+
+
+def test_a_receipt_held_just_after_the_workers_commit_and_replay_is_applied_by_the_holder(
+        cloud_app, cloud_client, live_key, graph, run_worker):
+    """The other order of the race: the webhook's look-up missed, then the worker committed and
+    found nothing held, then the webhook holds its receipt. Its second look then applies it."""
+    otp_id, wamid = sent_otp(cloud_client, live_key, run_worker, cloud_app, graph)
+    with cloud_app.app_context():
+        delivery.hold_receipt("cloud_api", wamid, "delivered", datetime.now(UTC).replace(tzinfo=None), None)
+
+    assert show(cloud_client, live_key, otp_id)["status"] == "DELIVERED"
+    assert event_types(cloud_app, otp_id).count("otp.delivered") == 1
+    assert not redis_keys(cloud_app, "wpotp:early-receipt:*")
+
+
+def test_an_early_receipt_of_a_template_message_is_applied_after_its_send(cloud_app, cloud_client, live_key,
+                                                                          graph, run_worker):
+    templates = cloud_client.get("/v1/templates", headers=live_key.headers).json["data"]
+    template_id = next(t["id"] for t in templates if t["name"] == "wpotp_order_update")
+    held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), lambda reply: post_receipts(
+        cloud_app.test_client(), status_item(reply.body["messages"][0]["id"], "delivered", _now())))
+    r = cloud_client.post("/v1/messages", headers=live_key.headers, json={
+        "recipient": "+905551112233", "templateId": template_id, "variables": {"1": "9F3A", "2": "on its way"}})
+    assert r.status_code == 202, r.json
+    run_worker(cloud_app)
+
+    assert not held.errors, held.errors
+    message = cloud_client.get(f"/v1/messages/{r.json['id']}", headers=live_key.headers).json
+    assert message["status"] == "DELIVERED"

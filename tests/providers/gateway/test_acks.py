@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.otp.support import event_types
+from tests.otp.support import event_types, send
+from tests.providers.cloud_api.test_receipts import HeldSends
 from wpotp.util import iso
 
 from .gateways import HMAC_KEY, TOKEN, Evolution, Waha, post_ack, waha_signature
-from .support import send_and_work, status_of
+from .support import RECIPIENT, send_and_work, status_of
 
 
 @pytest.fixture
@@ -229,3 +231,29 @@ def test_evolution_acks_posted_to_its_by_event_url_are_understood(gateway_app, l
 
     assert post_ack(app, body, path="/messages-update").status_code == 200
     assert status_of(app, key, otp_id)["status"] == "READ"
+
+
+# --- acks that arrive before the worker has committed the message id (issue 14, defect 11) ---
+
+def test_acks_that_arrive_before_the_sent_commit_are_applied_after_it(gateway, gateway_app, live_key, run_worker):
+    app = gateway_app(gateway)
+    key = live_key(app)
+    answers = []
+
+    def acks_first(_reply):  # the gateway's acks overtake its answer to the send
+        message_id = gateway.message_ids[-1]
+        for status in ("delivered", "read"):
+            answers.append(post_ack(app, gateway.ack(message_id, status)).status_code)
+        answers.append(status_of(app, key, otp_id[0])["status"])
+
+    held = HeldSends(gateway.http, lambda seen: urlsplit(seen.path).path == gateway.send_path, acks_first)
+    otp_id = [send(app.test_client(), key, RECIPIENT, code="482913").json["id"]]
+    run_worker(app)
+
+    assert not held.errors, held.errors
+    assert answers == [200, 200, "QUEUED"]  # the acks really came first
+    detail = status_of(app, key, otp_id[0])
+    assert detail["status"] == "READ" and detail["deliveredAt"] is not None and detail["readAt"] is not None
+    assert detail["sentAt"] <= detail["deliveredAt"] <= detail["readAt"]
+    types = event_types(app, otp_id[0])
+    assert types.index("otp.sent") < types.index("otp.delivered") < types.index("otp.read")
