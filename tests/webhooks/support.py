@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import socket
+import time
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -42,6 +43,16 @@ def signed_with(secret: str, seen: Seen) -> bool:
     """The recipe of docs/webhooks.md: hex HMAC-SHA256 of the raw body, keyed with the secret."""
     expected = "sha256=" + hmac.new(secret.encode(), seen.body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(header(seen, "X-Wpotp-Signature") or "", expected)
+
+
+def timestamp_ok(secret: str, seen: Seen, tolerance: int = 300) -> bool:
+    """The receiver of docs/webhooks.md: X-Wpotp-Signature-V2 is `sha256=` and the hex HMAC-SHA256
+    of "<X-Wpotp-Timestamp>.<raw body>", and the timestamp is within `tolerance` seconds of now."""
+    stamp = header(seen, "X-Wpotp-Timestamp") or ""
+    if not stamp.isdigit() or abs(time.time() - int(stamp)) > tolerance:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), stamp.encode() + b"." + seen.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header(seen, "X-Wpotp-Signature-V2") or "", expected)
 
 
 def scripted(*replies: Reply, then: Reply | None = None):

@@ -22,7 +22,7 @@ from ..models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from ..util import random_base62, utcnow
 from .events import PUBLIC_EVENTS, payload
 from .guard import UnsafeUrl, check_url
-from .signing import sign, unseal_secret
+from .signing import signed_headers, unseal_secret
 
 JOB = "wpotp.jobs.webhooks.deliver_webhook_job"
 EXCERPT = 300
@@ -82,9 +82,10 @@ def deliver(delivery_id: str) -> str:
 def _post(url: str, body: bytes, delivery: WebhookDelivery, secret: str) -> tuple[int | None, str | None, str | None]:
     """POST once; returns (status code, response excerpt, error)."""
     timeout = current_app.config["WEBHOOK_TIMEOUT"]
+    # The timestamp is this attempt's, not the event's: a receiver's replay window judges the POST.
     headers = {"Content-Type": "application/json", "User-Agent": "wpotp-webhooks/1",
                "X-Wpotp-Event": delivery.event_type, "X-Wpotp-Delivery": delivery.event_id,
-               "X-Wpotp-Signature": sign(secret, body)}
+               **signed_headers(secret, body, int(time.time()))}
     try:
         check_url(url, current_app.config["WEBHOOK_ALLOW_PRIVATE"])
         with _session().post(url, data=body, headers=headers, timeout=(min(5, timeout), timeout),
