@@ -87,7 +87,7 @@ def _post(url: str, body: bytes, delivery: WebhookDelivery, secret: str) -> tupl
                "X-Wpotp-Event": delivery.event_type, "X-Wpotp-Delivery": delivery.event_id,
                **signed_headers(secret, body, int(time.time()))}
     try:
-        check_url(url, current_app.config["WEBHOOK_ALLOW_PRIVATE"])
+        check_url(url, current_app.config["WEBHOOK_ALLOW_PRIVATE"], current_app.config["WEBHOOK_ALLOW_LOOPBACK"])
         with _session().post(url, data=body, headers=headers, timeout=(min(5, timeout), timeout),
                              allow_redirects=False, stream=True) as response:
             raw = response.raw.read(EXCERPT, decode_content=True) or b""

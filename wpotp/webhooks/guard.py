@@ -1,6 +1,7 @@
 """Refuse webhook URLs that point into the server's own networks (SSRF), unless allowed.
 
 Checked when the URL is set and again before every delivery (DNS may have changed).
+Loopback alone may be allowed (WPOTP_ENV=development: a receiver under test on localhost).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ class UnsafeUrl(ValueError):
     """The URL is malformed or resolves to an address webhooks may not reach."""
 
 
-def check_url(url: str, allow_private: bool) -> None:
+def check_url(url: str, allow_private: bool, allow_loopback: bool = False) -> None:
+    """Raise UnsafeUrl unless `url` is http(s), without credentials, and every address its host
+    resolves to is global (or loopback when `allow_loopback`; anything when `allow_private`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeUrl("the URL must be http:// or https:// with a host")
@@ -34,9 +37,15 @@ def check_url(url: str, allow_private: bool) -> None:
         raise UnsafeUrl(f"the host {parts.hostname!r} does not resolve") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if _internal(address):
+        if _internal(address) and not (allow_loopback and _loopback(address)):
             raise UnsafeUrl(f"{parts.hostname} resolves to {address}, a loopback, private or link-local "
                             "address (set WEBHOOK_ALLOW_PRIVATE=true to allow it)")
+
+
+def _loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
