@@ -186,7 +186,12 @@ class Config:
         self.SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 15, minimum=1)
         self.MAX_CONTENT_LENGTH = env_int("MAX_BODY_BYTES", 16 * 1024, minimum=1024)
         self.WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+        # Not an environment setting: development may post to a receiver on this machine, production never.
+        self.WEBHOOK_ALLOW_LOOPBACK = not production
         self.WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 10, minimum=1)
+        self.WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE")
+        if self.WEBHOOK_CA_BUNDLE and not Path(self.WEBHOOK_CA_BUNDLE).is_file():
+            raise ConfigError(f"WEBHOOK_CA_BUNDLE must be a PEM file of CA certificates: {self.WEBHOOK_CA_BUNDLE!r}")
         self.WEBHOOK_RETRY_DELAYS = env_int_list("WEBHOOK_RETRY_DELAYS", "10,30,120,600,1800,3600,10800,21600,43200")
         self.TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -434,7 +434,7 @@ def test_webhooks_set_shows_the_secret_once_and_rotate_replaces_it(app, live_ser
 
 
 def test_an_unsafe_or_empty_webhook_is_refused_on_the_form(app, make_app, admin_user):
-    strict = make_app(WEBHOOK_ALLOW_PRIVATE=False).test_client()
+    strict = make_app(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_LOOPBACK=False).test_client()  # as in production
     with strict.session_transaction() as sess:
         sess["_user_id"] = admin_user.id
 

@@ -7,11 +7,17 @@ import hashlib
 import hmac
 import re
 import socket
-from datetime import timedelta
+import ssl
+import time
+from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select, update
 
-from tests.doubles import Reply, Seen
+from tests.doubles import HttpDouble, Reply, Seen
 from wpotp.extensions import db
 from wpotp.models import App, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from wpotp.util import utcnow
@@ -42,6 +48,16 @@ def signed_with(secret: str, seen: Seen) -> bool:
     """The recipe of docs/webhooks.md: hex HMAC-SHA256 of the raw body, keyed with the secret."""
     expected = "sha256=" + hmac.new(secret.encode(), seen.body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(header(seen, "X-Wpotp-Signature") or "", expected)
+
+
+def timestamp_ok(secret: str, seen: Seen, tolerance: int = 300) -> bool:
+    """The receiver of docs/webhooks.md: X-Wpotp-Signature-V2 is `sha256=` and the hex HMAC-SHA256
+    of "<X-Wpotp-Timestamp>.<raw body>", and the timestamp is within `tolerance` seconds of now."""
+    stamp = header(seen, "X-Wpotp-Timestamp") or ""
+    if not stamp.isdigit() or abs(time.time() - int(stamp)) > tolerance:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), stamp.encode() + b"." + seen.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header(seen, "X-Wpotp-Signature-V2") or "", expected)
 
 
 def scripted(*replies: Reply, then: Reply | None = None):
@@ -113,3 +129,47 @@ def point_endpoint(app, url: str, app_name: str = "default") -> None:
         db.session.execute(update(WebhookEndpoint).where(WebhookEndpoint.app_id == app_id).values(url=url))
         db.session.commit()
 
+
+
+class TlsDouble(HttpDouble):
+    """An HttpDouble speaking HTTPS with `certfile`/`keyfile`; `server_names` is every SNI it was sent."""
+
+    def __init__(self, certfile: str, keyfile: str, handler=None):
+        super().__init__(handler)
+        self.server_names: list[str | None] = []
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        context.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.url = self.url.replace("http://", "https://", 1)
+
+
+def make_certificates(directory, name: str) -> tuple[str, str, str]:
+    """A throw-away CA and a server certificate for DNS name `name` signed by it: (ca, cert, key) paths."""
+    def key():
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def subject(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    now = datetime.now(UTC)
+    ca_key, server_key = key(), key()
+    ca = (x509.CertificateBuilder().subject_name(subject("wpotp test CA")).issuer_name(subject("wpotp test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder().subject_name(subject(name)).issuer_name(ca.subject)
+              .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    paths = [str(directory / f) for f in ("ca.pem", "server.pem", "server.key")]
+    for path, data in zip(paths, (ca.public_bytes(serialization.Encoding.PEM),
+                                  server.public_bytes(serialization.Encoding.PEM),
+                                  server_key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption())), strict=True):
+        with open(path, "wb") as out:
+            out.write(data)
+    return paths[0], paths[1], paths[2]

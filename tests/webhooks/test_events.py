@@ -26,6 +26,7 @@ from .support import (
     send_otp,
     set_webhook,
     signed_with,
+    timestamp_ok,
 )
 
 CODE = "739164"  # chosen so a test can look for it anywhere in what the receiver got
@@ -59,6 +60,7 @@ def _assert_webhook(app, seen, secret: str, event_type: str, data: dict, path: s
         assert iso(event.created_at) == body["createdAt"]
     assert signed_with(secret, seen), seen.headers
     assert not signed_with(secret + "x", seen)
+    assert timestamp_ok(secret, seen), seen.headers  # SPEC §12: the attempt's timestamp, signed with the body
 
 
 def _assert_no_code(receiver, *codes: str) -> None:

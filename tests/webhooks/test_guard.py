@@ -30,7 +30,8 @@ INTERNAL = [
 
 @pytest.fixture
 def strict(make_app, app):
-    return make_app(WEBHOOK_ALLOW_PRIVATE=False)
+    """The guard as production runs it (loopback refused too; development allows it: test_development.py)."""
+    return make_app(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_LOOPBACK=False)
 
 
 def _endpoints(app) -> list[tuple[str, str]]:

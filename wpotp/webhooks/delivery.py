@@ -8,7 +8,6 @@ delays the delivery: once the lease lapses the sweep queues it again.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import timedelta
 
@@ -19,14 +18,14 @@ from sqlalchemy import select, update
 from ..extensions import db, get_queue, redis_client
 from ..jobs.enqueue import job_alive
 from ..models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from ..providers.http import post_pinned
 from ..util import random_base62, utcnow
 from .events import PUBLIC_EVENTS, payload
-from .guard import UnsafeUrl, check_url
-from .signing import sign, unseal_secret
+from .guard import Unresolvable, UnsafeUrl, checked_addresses
+from .signing import signed_headers, unseal_secret
 
 JOB = "wpotp.jobs.webhooks.deliver_webhook_job"
 EXCERPT = 300
-_local = threading.local()
 
 
 def enqueue_delivery(delivery_id: str, delay: int = 0) -> None:
@@ -80,28 +79,42 @@ def deliver(delivery_id: str) -> str:
 
 
 def _post(url: str, body: bytes, delivery: WebhookDelivery, secret: str) -> tuple[int | None, str | None, str | None]:
-    """POST once; returns (status code, response excerpt, error)."""
-    timeout = current_app.config["WEBHOOK_TIMEOUT"]
+    """POST once, to an address the guard has just checked; returns (status code, response excerpt, error)."""
+    cfg = current_app.config
+    timeout = cfg["WEBHOOK_TIMEOUT"]
+    # The timestamp is this attempt's, not the event's: a receiver's replay window judges the POST.
     headers = {"Content-Type": "application/json", "User-Agent": "wpotp-webhooks/1",
                "X-Wpotp-Event": delivery.event_type, "X-Wpotp-Delivery": delivery.event_id,
-               "X-Wpotp-Signature": sign(secret, body)}
+               **signed_headers(secret, body, int(time.time()))}
     try:
-        check_url(url, current_app.config["WEBHOOK_ALLOW_PRIVATE"])
-        with _session().post(url, data=body, headers=headers, timeout=(min(5, timeout), timeout),
-                             allow_redirects=False, stream=True) as response:
+        addresses = checked_addresses(url, cfg["WEBHOOK_ALLOW_PRIVATE"], cfg["WEBHOOK_ALLOW_LOOPBACK"])
+        with post_pinned(url, addresses, data=body, headers=headers, timeout=timeout,
+                         verify=cfg["WEBHOOK_CA_BUNDLE"] or True) as response:
             raw = response.raw.read(EXCERPT, decode_content=True) or b""
             text = "".join(ch if ch.isprintable() else " " for ch in raw.decode("utf-8", "replace"))
             redirect = f"redirects are not followed ({response.headers.get('Location', '')[:100]})" \
                 if 300 <= response.status_code < 400 else None
             return response.status_code, text.strip() or None, redirect
+    except Unresolvable as exc:
+        return None, None, str(exc)[:300]
     except UnsafeUrl as exc:
         return None, None, f"refused: {exc}"[:300]
     except requests.Timeout:
         return None, None, f"no answer within {timeout} s"
+    except requests.exceptions.SSLError as exc:
+        return None, None, f"TLS failed: {_tls_reason(exc)}"[:300]
     except requests.ConnectionError:
         return None, None, "could not connect"
     except requests.RequestException as exc:
         return None, None, f"request failed: {type(exc).__name__}"
+
+
+def _tls_reason(exc: requests.exceptions.SSLError) -> str:
+    """The innermost reason (e.g. "certificate verify failed: Hostname mismatch, ..."), not urllib3's wrapping."""
+    reason = getattr(exc.args[0], "reason", exc.args[0]) if exc.args else exc
+    while getattr(reason, "args", None) and isinstance(reason.args[0], Exception):
+        reason = reason.args[0]
+    return str(reason)
 
 
 def _finish(delivery: WebhookDelivery, status: str, code: int | None, duration: int, excerpt: str | None,
@@ -124,14 +137,6 @@ def _finish(delivery: WebhookDelivery, status: str, code: int | None, duration: 
         enqueue_delivery(delivery.id, delay=retry_in)
         return "retrying"
     return status
-
-
-def _session() -> requests.Session:
-    sess = getattr(_local, "session", None)
-    if sess is None:
-        sess = _local.session = requests.Session()
-        sess.trust_env = False  # no proxies from the environment: the guard checked this very address
-    return sess
 
 
 def rescue_due(limit: int = 500) -> int:

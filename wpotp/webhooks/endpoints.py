@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from flask import current_app
 from sqlalchemy import select
 
 from ..extensions import db
@@ -29,9 +30,10 @@ def find_endpoint(app: App) -> WebhookEndpoint | None:
 def configure_endpoint(app: App, url: str, events: list[str], allow_private: bool,
                        rotate: bool = True) -> tuple[WebhookEndpoint, str | None]:
     """Point the app's webhooks at `url` for `events`. A new endpoint always gets a secret;
-    an existing one keeps its secret unless `rotate`. Raises ValueError (UnsafeUrl is one)."""
+    an existing one keeps its secret unless `rotate`. Raises ValueError (UnsafeUrl is one).
+    Loopback follows the app's WEBHOOK_ALLOW_LOOPBACK (development), whatever `allow_private`."""
     chosen = parse_events(events)
-    check_url(url, allow_private)
+    check_url(url, allow_private, current_app.config["WEBHOOK_ALLOW_LOOPBACK"])
     endpoint = find_endpoint(app)
     if endpoint is None:
         endpoint = WebhookEndpoint(app_id=app.id)

@@ -1,4 +1,9 @@
-"""The signature recipe: X-Wpotp-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>."""
+"""The signature recipes (docs/webhooks.md), both keyed with the app's secret:
+
+- X-Wpotp-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>, the seed's, unchanged;
+- X-Wpotp-Signature-V2: sha256=<hex HMAC-SHA256(secret, "<X-Wpotp-Timestamp>.<raw body>")>, which
+  also vouches for the attempt's timestamp, so a receiver can refuse replays by age.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,17 @@ from ..util import random_base62
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sign_timestamped(secret: str, timestamp: int, body: bytes) -> str:
+    """The V2 signature: the timestamp (Unix seconds), a dot, then the raw body, as Stripe does."""
+    return sign(secret, f"{timestamp}.".encode() + body)
+
+
+def signed_headers(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The signature headers of one attempt."""
+    return {"X-Wpotp-Timestamp": str(timestamp), "X-Wpotp-Signature": sign(secret, body),
+            "X-Wpotp-Signature-V2": sign_timestamped(secret, timestamp, body)}
 
 
 def new_secret() -> str:
