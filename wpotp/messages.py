@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from .errors import CountryNotAllowed, NotFound, ServiceUnavailable, TemplateNotFound, ValidationError
 from .extensions import db, get_queue
 from .models import ApiKey, App, Event, Message, MessageStatus, Template
-from .otp.delivery import call_provider, record_send, replay_early_receipts, retry_delay
+from .otp.delivery import TooLate, call_provider, record_send, replay_early_receipts, retry_delay
 from .otp.events import record_message_event
 from .otp.limits import app_daily_limit, consume
 from .otp.phones import normalize_recipient
@@ -129,7 +129,10 @@ def deliver_message(message_id: str, try_number: int = 1) -> str:
     provider = get_provider(message.provider)
     started = time.monotonic()
     try:
-        result = call_provider(provider, provider.send_template, outbound)
+        result = call_provider(provider, provider.send_template, outbound, expires_at=message.expires_at)
+    except TooLate:
+        _finish(message, MessageStatus.EXPIRED, "expired_at", None)
+        return "expired"
     except ProviderError as exc:
         record_send(provider.name, started, message_id=message.id, error=exc)
         delay = retry_delay(exc, try_number)

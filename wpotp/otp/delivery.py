@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import redis
 from flask import current_app
@@ -50,7 +50,10 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     provider = get_provider(otp.provider)
     started = time.monotonic()
     try:
-        result = call_provider(provider, provider.send_otp, message)
+        result = call_provider(provider, provider.send_otp, message, expires_at=otp.expires_at)
+    except TooLate:
+        expire_one(otp)  # or, inside the last second, the sweep does once it is due
+        return "expired"
     except ProviderError as exc:
         record_send(provider.name, started, otp_id=otp.id, generation=otp.generation, error=exc)
         return _after_failure(otp, exc, try_number)
@@ -73,13 +76,24 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     return "sent" if moved else "sent-late"
 
 
-def call_provider(provider: Provider, send, message):
+class TooLate(Exception):
+    """The OTP or message would reach the user too late to be of use: no call is made."""
+
+
+SEND_MARGIN = timedelta(seconds=1)  # a send starting later than this before expiry is not made
+
+
+def call_provider(provider: Provider, send, message, expires_at: datetime | None = None):
     """One provider call: wait for a throughput slot if the provider is capped, then send.
 
+    The expiry is checked after the wait too (it can take seconds at a low cap): a call that
+    would start within SEND_MARGIN of `expires_at`, or past it, raises TooLate instead.
     A configuration fault (bad token, missing permission) is also noted for operators.
     """
     if provider.throttled:
         wait_for_slot(provider.name)
+    if expires_at is not None and utcnow() >= expires_at - SEND_MARGIN:
+        raise TooLate()
     try:
         return send(message)
     except ProviderError as exc:
