@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -58,3 +59,48 @@ def test_hostile_list_queries_get_a_400_envelope(client, api_key, query):
 def test_hostile_credentials_get_401(client, header):
     r = client.get("/v1/templates", headers=header)
     assert r.status_code == 401 and r.json["error"]["code"] == "unauthorized"
+
+
+# --- timestamps whose UTC conversion leaves the calendar (issue 14, defect 5) ------------------------
+
+def _cursor(stamp: str) -> str:
+    """A cursor as the API encodes one (wpotp.otp.queries.encode_cursor), around `stamp`."""
+    return base64.urlsafe_b64encode(f"{stamp}|otp_abc".encode()).decode().rstrip("=")
+
+
+OVERFLOWING = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+TIMES = [{name: value} for name in ("from", "to") for value in OVERFLOWING]
+PAGED = TIMES + [{"cursor": _cursor(value)} for value in OVERFLOWING]
+# Valid timestamps whose report range (7 buckets back by default, whole buckets) leaves the calendar.
+REPORT_RANGES = [{"to": "0001-01-02T00:00:00Z"}, {"to": "0001-01-01T05:00:00", "interval": "hour"},
+                 {"from": "9999-12-31T20:00:00", "to": "9999-12-31T23:59:59.999999", "interval": "hour"}]
+TIMED = ([("/v1/otp", q) for q in PAGED] + [("/v1/logs", q) for q in PAGED]
+         + [("/v1/reports", q) for q in TIMES + REPORT_RANGES])
+OTPAPI = "/compat/otpapi/otp"
+TIMED_OTPAPI = ([(f"{OTPAPI}/list", q) for q in PAGED] + [(f"{OTPAPI}/logs", q) for q in PAGED]
+                + [(f"{OTPAPI}/reports", q) for q in TIMES + REPORT_RANGES])
+
+
+def _named_field(response, query: dict) -> None:
+    assert response.status_code == 400, (query, response.status_code, response.data[:300])
+    assert set(response.json) == {"error"}
+    error = response.json["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert set(error["details"]["fields"]) & (set(query) - {"interval"}), error
+
+
+@pytest.mark.parametrize(("path", "query"), TIMED, ids=[f"{p}?{q}" for p, q in TIMED])
+def test_timestamps_out_of_the_calendar_are_a_400_naming_the_field(client, api_key, path, query):
+    _named_field(client.get(path, headers=api_key.headers, query_string=query), query)
+
+
+@pytest.mark.parametrize(("path", "query"), TIMED_OTPAPI, ids=[f"{p}?{q}" for p, q in TIMED_OTPAPI])
+def test_timestamps_out_of_the_calendar_are_a_400_on_the_generic_api(client, api_key, path, query):
+    headers = {"X-API-Key": api_key.key_id, "X-API-Secret": api_key.secret}
+    _named_field(client.get(path, headers=headers, query_string={"appid": api_key.app_id, **query}), query)
+
+
+def test_first_and_last_days_of_the_calendar_still_answer_in_the_api_format(client, api_key):
+    r = client.get("/v1/reports", headers=api_key.headers, query_string={"from": "0001-01-01", "to": "0001-01-03"})
+    assert r.status_code == 200, r.data[:300]
+    assert [b["start"] for b in r.json["buckets"]] == ["0001-01-01T00:00:00.000Z", "0001-01-02T00:00:00.000Z"]
