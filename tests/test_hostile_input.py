@@ -6,6 +6,10 @@ import base64
 import json
 
 import pytest
+from sqlalchemy import select
+
+from wpotp.extensions import db
+from wpotp.models import Template
 
 BODIES = [
     b"", b"null", b"[]", b"42", b'"str"', b"{", b"\xff\xfe", b"[" * 5000 + b"]" * 5000,
@@ -33,7 +37,8 @@ def test_hostile_send_bodies_get_a_4xx_envelope(client, api_key, body):
 
 @pytest.mark.parametrize("path", [
     "/v1/otp/%00", "/v1/otp/%00/verify", "/v1/otp/" + "a" * 5000, "/v1/otp/otp_' OR 1=1 --",
-    "/v1/otp/../templates", "/v1/otp/otp_%F0%9F%92%A5/attempts",
+    "/v1/otp/../templates", "/v1/otp/otp_%F0%9F%92%A5/attempts", "/v1/otp/otp_%ED%A0%80x/attempts",
+    "/v1/otp/otp_%ED%A0%80x", "/v1/messages/msg_%ED%A0%80x",
 ])
 def test_hostile_paths_get_a_4xx_envelope(client, api_key, path):
     for method in ("get", "post"):
@@ -50,6 +55,15 @@ def test_hostile_list_queries_get_a_400_envelope(client, api_key, query):
     r = client.get("/v1/otp", headers=api_key.headers, query_string=query)
     assert r.status_code == 400, (query, r.status_code, r.data[:200])
     assert r.json["error"]["code"] == "VALIDATION_ERROR"
+
+
+@pytest.mark.parametrize("path", ["/v1/otp", "/v1/logs", "/v1/reports", "/v1/rate-limits"])
+@pytest.mark.parametrize("query", ["reference=%ED%A0%80x", "recipient=%2B90%ED%A0%80", "from=%ED%A0%80",
+                                   "type=otp.%ED%A0%80", "cursor=%ED%A0%80"])
+def test_invalid_utf8_in_queries_is_never_a_500(client, api_key, path, query):
+    r = client.get(f"{path}?{query}", headers=api_key.headers)
+    assert r.status_code < 500, (path, query, r.status_code, r.data[:200])
+    assert r.status_code < 300 or set(r.json) == {"error"}
 
 
 @pytest.mark.parametrize("header", [
@@ -104,3 +118,91 @@ def test_first_and_last_days_of_the_calendar_still_answer_in_the_api_format(clie
     r = client.get("/v1/reports", headers=api_key.headers, query_string={"from": "0001-01-01", "to": "0001-01-03"})
     assert r.status_code == 200, r.data[:300]
     assert [b["start"] for b in r.json["buckets"]] == ["0001-01-01T00:00:00.000Z", "0001-01-02T00:00:00.000Z"]
+
+
+# --- strings no database can store: lone surrogates (issue 14, defect 5) --------------------------
+
+SURROGATE = "\ud800x"  # json.dumps writes it as the escape "\ud800x", which json.loads reads back
+
+
+@pytest.fixture
+def targets(app, client, api_key) -> dict:
+    """What the routes below act on: an active OTP of the test recipient and a UTILITY template."""
+    with app.app_context():
+        template = db.session.scalars(select(Template.id).where(Template.name == "wpotp_order_update")).first()
+    sent = client.post("/v1/otp/send", headers=api_key.headers, json={"recipient": "+905551112233"})
+    assert sent.status_code == 201, sent.data
+    return {"otp": sent.json["id"], "template": template}
+
+
+def json_routes(key, t: dict) -> list[tuple[str, str, dict, dict]]:
+    """(style, path, headers, a valid body) for every route that takes a JSON body."""
+    native, pair = key.headers, {"X-API-Key": key.key_id, "X-API-Secret": key.secret}
+    otp, template, message = t["otp"], t["template"], {"1": "A-1", "2": "shipped"}
+    return [
+        ("v1", "/v1/otp/send", native, {"recipient": "+905551112299", "templateId": None, "reference": "r-1",
+                                        "code": "123456", "language": "en"}),
+        ("v1", f"/v1/otp/{otp}/verify", native, {"code": "000000"}),
+        ("v1", "/v1/messages", native, {"recipient": "+905551112298", "templateId": template, "variables": message}),
+        ("v1", "/compat/whatotp/v1/otp/send", native, {"to": "+905551112297", "channel": "whatsapp"}),
+        ("v1", "/compat/whatotp/v1/otp/verify", native, {"code": "000000", "session_id": otp}),
+        ("v1", "/compat/whatotp/v1/messages/send", native,
+         {"phone_number": "+905551112296", "template_id": template, "variables": message}),
+        ("v1", "/compat/otpapi/otp/send", pair, {"appid": key.app_id, "recipient": "+905551112295",
+                                                "channel": "whatsapp", "from": "Shop", "reference": "r-2",
+                                                "language": "en"}),
+        ("v1", "/compat/otpapi/otp/verify", pair, {"appid": key.app_id, "otp_code": "000000",
+                                                  "verification_id": otp, "recipient": "+905551112233"}),
+        ("v1", "/compat/otpapi/otp/resend", pair, {"appid": key.app_id, "verification_id": otp}),
+        ("wawp", "/compat/wawp/v2/auth/otp/send", {}, {"chatId": "905551112294", "instance_id": key.app_id,
+                                                      "access_token": key.secret, "lang": "en", "footer": "Hi"}),
+        ("wawp", "/compat/wawp/v2/auth/otp/verify", {}, {"chatId": "905551112233", "instance_id": key.app_id,
+                                                        "access_token": key.secret, "code": "000000"}),
+    ]
+
+
+CREDENTIALS = {"access_token", "instance_id", "appid"}  # a wrong credential may be a 401 instead
+
+
+def poisoned(body: dict) -> list[tuple[str, dict]]:
+    """(field, body) with one string of `body` (a value, or a variable's name or value) made unencodable."""
+    out = []
+    for name, value in body.items():
+        if isinstance(value, dict):
+            first = next(iter(value))
+            out.append((f"{name}.{first}", {**body, name: {**value, first: SURROGATE}}))
+            out.append((name, {**body, name: {SURROGATE: "x", **value}}))
+        else:
+            out.append((name, {**body, name: SURROGATE if value is None else value + SURROGATE}))
+    return out
+
+
+def error_body(style: str, response) -> dict:
+    """The error in the route's style: the native envelope's `error`, or Wawp's flat object."""
+    assert response.is_json, response.data[:300]
+    body = response.get_json()
+    if style == "wawp":
+        assert body["code"] == body["code"].lower() and body["message"], body
+        return {**body, "code": body["code"].upper(), "details": body}
+    assert set(body) == {"error"} and body["error"]["code"] and body["error"]["message"], body
+    return body["error"]
+
+
+def refused_as_invalid(style: str, name: str, response) -> bool:
+    if name in CREDENTIALS and response.status_code == 401:
+        return True
+    if response.status_code != 400:
+        return False
+    error = error_body(style, response)
+    fields = error["details"].get("fields", {})
+    return error["code"] == "VALIDATION_ERROR" and any(name.split(".")[0] in field for field in fields)
+
+
+def test_unencodable_strings_are_a_400_naming_the_field_everywhere(client, api_key, targets):
+    wrong = []
+    for style, path, headers, body in json_routes(api_key, targets):
+        for name, hostile in poisoned(body):
+            r = client.post(path, headers=headers, data=json.dumps(hostile), content_type="application/json")
+            if not refused_as_invalid(style, name, r):
+                wrong.append((path, name, r.status_code, r.get_data(as_text=True)[:120]))
+    assert wrong == [], "\n".join(map(str, wrong))
