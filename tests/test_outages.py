@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import subprocess
 import threading
 from urllib.parse import urlsplit
 
@@ -11,6 +13,7 @@ import redis
 from sqlalchemy import func, select
 
 from tests.conftest import TEST_REDIS_URL
+from wpotp.cache import EPOCH_KEY
 from wpotp.extensions import db
 from wpotp.models import Event, Message, Otp, OtpStatus, Template
 from wpotp.otp.codes import code_matches
@@ -193,3 +196,81 @@ def test_redis_lost_after_the_hand_off_leaves_the_answer_standing(make_app, app,
     with app.app_context():
         row = db.session.get(Message if path == "/v1/messages" else Otp, row_id)
         assert row is not None and row.status == OtpStatus.QUEUED
+
+
+# --- a hand-off failure that is not an outage (issue 14, defect 9) --------------------------------
+
+@pytest.fixture
+def full_redis():
+    """A private redis-server that has filled up while the service ran (the configuration epoch
+    is there), then reached maxmemory with noeviction: every write answers an OOM error (a
+    ResponseError) while the connection itself is fine."""
+    port = _closed_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        for _ in range(200):  # until it answers (it takes a few milliseconds to start)
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                threading.Event().wait(0.05)
+        client.set(EPOCH_KEY, "before-it-filled-up")
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")
+        with pytest.raises(redis.ResponseError, match="maxmemory"):  # redis-py's OutOfMemoryError
+            client.set("probe", "x")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+class Captured(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def api_log():
+    handler = Captured()
+    logger = logging.getLogger("wpotp.api")
+    logger.addHandler(handler)
+    yield handler.records
+    logger.removeHandler(handler)
+
+
+def test_a_hand_off_error_that_is_no_outage_is_a_500_with_the_otp_kept(make_app, app, api_key, full_redis,
+                                                                      api_log):
+    # Limits keep their own (working) Redis; the queue's Redis is up but refuses every write.
+    broken = make_app(REDIS_URL=full_redis)
+    r = broken.test_client().post("/v1/otp/send", headers=api_key.headers,
+                                  json={"recipient": "+905551112233", "reference": "kept", "code": "739164"})
+    assert r.status_code == 500 and r.json["error"]["code"] == "INTERNAL_ERROR", r.get_data(as_text=True)[:300]
+    assert r.headers["X-Request-Id"]
+    with app.app_context():
+        otp = db.session.scalars(select(Otp).where(Otp.reference == "kept")).one()  # the row is intact
+        assert otp.status == OtpStatus.QUEUED
+        assert db.session.scalars(select(Event.type).where(Event.otp_id == otp.id)).all() == ["otp.queued"]
+    assert any(rec.exc_info and issubclass(rec.exc_info[0], redis.ResponseError) for rec in api_log)
+    formatter = logging.Formatter()
+    assert not any("739164" in formatter.format(rec) for rec in api_log)  # the traceback shows no code
+
+
+def test_a_message_hand_off_error_that_is_no_outage_is_a_500_with_the_message_kept(make_app, app, api_key,
+                                                                                  full_redis, api_log):
+    broken = make_app(REDIS_URL=full_redis)
+    r = broken.test_client().post("/v1/messages", headers=api_key.headers,
+                                  json={"recipient": "+905551112233", "templateId": _utility_template(app),
+                                        "variables": {"1": "A-1", "2": "shipped"}})
+    assert r.status_code == 500 and r.json["error"]["code"] == "INTERNAL_ERROR", r.get_data(as_text=True)[:300]
+    assert r.headers["X-Request-Id"]
+    with app.app_context():
+        assert db.session.scalars(select(Message.status)).all() == ["QUEUED"]
+    assert any(rec.exc_info and issubclass(rec.exc_info[0], redis.ResponseError) for rec in api_log)
