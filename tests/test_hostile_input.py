@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from tests.conftest import TEST_REDIS_URL
 from wpotp.extensions import db
 from wpotp.models import Template
 
@@ -206,3 +215,112 @@ def test_unencodable_strings_are_a_400_naming_the_field_everywhere(client, api_k
             if not refused_as_invalid(style, name, r):
                 wrong.append((path, name, r.status_code, r.get_data(as_text=True)[:120]))
     assert wrong == [], "\n".join(map(str, wrong))
+
+
+# --- through a real gunicorn: its own error pages and chunked bodies (issue 14, defect 5) -------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn(backend, app, api_key):
+    """`gunicorn -c gunicorn.conf.py wsgi:app` as operators run it, on a free port, on the test
+    database and Redis (one worker, two threads); yields its (host, port)."""
+    _name, url, instance = backend
+    port = _free_port()
+    # The test app's keys, whichever instance directory they came from: the API key must hash alike.
+    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": TEST_REDIS_URL, "WPOTP_INSTANCE_DIR": str(instance),
+           "OTP_HASH_KEY": app.config["OTP_HASH_KEY"], "SECRET_KEY": app.config["SECRET_KEY"],
+           "WPOTP_ENV": "development", "BIND_HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1",
+           "WEB_THREADS": "2"}
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):  # until it answers: importing the app takes a second or two
+            if server.poll() is not None:
+                pytest.fail(f"gunicorn exited with {server.returncode}")
+            try:
+                if b" 200 " in raw(("127.0.0.1", port), b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[:20]:
+                    break
+            except OSError:
+                threading.Event().wait(0.05)
+        yield ("127.0.0.1", port)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def raw(address, request: bytes) -> bytes:
+    """Send bytes as they are (no client library would send these) and read the answer to its end."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+        return answer
+
+
+def answer_of(data: bytes) -> tuple[int, dict, dict]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    headers = {k.lower(): v for k, v in headers.items()}
+    parsed = json.loads(body) if headers.get("content-type") == "application/json" else {"not json": body[:200]}
+    return int(lines[0].split(" ")[1]), headers, parsed
+
+
+GUNICORN_REFUSES = [
+    ("control character in a header", b"GET /v1/templates HTTP/1.1\r\nHost: x\r\nX-Note: a\x01b\r\n\r\n", 400),
+    ("request line over 4 KiB", b"GET /v1/otp?reference=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("not a request line", b"HELLO\r\n\r\n", 400),
+    ("header over 8 KiB", b"GET /v1/templates HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+    ("unsupported transfer coding", b"POST /v1/otp/send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+]
+
+
+@pytest.mark.parametrize(("name", "request_bytes", "status"), GUNICORN_REFUSES, ids=[c[0] for c in GUNICORN_REFUSES])
+def test_gunicorns_own_refusals_are_the_json_envelope(gunicorn, name, request_bytes, status):
+    got, headers, body = answer_of(raw(gunicorn, request_bytes))
+    assert got == status, (name, got, body)
+    assert headers["content-type"] == "application/json", body
+    assert set(body) == {"error"} and body["error"]["code"] and body["error"]["message"]
+    assert headers["x-request-id"].startswith("req_")
+
+
+def _chunked(path: str, key, body: bytes) -> bytes:
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096]) for i in range(0, len(body), 4096))
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key.secret}\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + chunks + b"0\r\n\r\n"
+
+
+def test_a_chunked_body_over_the_limit_is_413_like_one_with_a_length(gunicorn, api_key):
+    big = json.dumps({"recipient": "+905551112233", "reference": "r" * 20000}).encode()  # over MAX_BODY_BYTES
+    for path in ("/v1/otp/send", "/compat/whatotp/v1/otp/send", "/compat/otpapi/otp/send"):
+        status, _headers, body = answer_of(raw(gunicorn, _chunked(path, api_key, big)))
+        assert (status, body["error"]["code"]) == (413, "PAYLOAD_TOO_LARGE"), (path, body)
+    status, _headers, body = answer_of(raw(gunicorn, _chunked("/compat/wawp/v2/auth/otp/send", api_key, big)))
+    assert (status, body["code"]) == (413, "payload_too_large"), body
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(gunicorn, api_key):
+    small = json.dumps({"recipient": "+905551112233", "reference": "chunked-" + "r" * 100}).encode()
+    status, _headers, body = answer_of(raw(gunicorn, _chunked("/v1/otp/send", api_key, small)))
+    assert status == 201 and body["reference"] == "chunked-" + "r" * 100, body
+
+
+def test_a_chunked_body_over_the_limit_is_413_in_the_test_client_too(client, api_key):
+    big = json.dumps({"recipient": "+905551112233", "reference": "r" * 20000}).encode()
+    r = client.post("/v1/otp/send", headers={**api_key.headers, "Transfer-Encoding": "chunked"},
+                    input_stream=io.BytesIO(big), content_type="application/json",
+                    environ_overrides={"wsgi.input_terminated": True})  # what gunicorn sets for chunked bodies
+    assert r.status_code == 413 and r.json["error"]["code"] == "PAYLOAD_TOO_LARGE", r.data[:200]
