@@ -324,3 +324,69 @@ def test_a_chunked_body_over_the_limit_is_413_in_the_test_client_too(client, api
                     input_stream=io.BytesIO(big), content_type="application/json",
                     environ_overrides={"wsgi.input_terminated": True})  # what gunicorn sets for chunked bodies
     assert r.status_code == 413 and r.json["error"]["code"] == "PAYLOAD_TOO_LARGE", r.data[:200]
+
+
+# --- the sweep: every route, every parameter, a wide set of hostile values (issue 14, defect 5) ---------
+
+BODY_VALUES = [SURROGATE, "\x00", "", " ", "a" * 5000, None, True, 1e308, -1, 2**70, [], {}, ["x"], {"$ne": 1},
+               OVERFLOWING[0], "１２３４", "\u202e", "+90 555 111 22 33", "otp_' OR 1=1 --"]
+QUERY_VALUES = ["\x00", "", "a" * 3000, *OVERFLOWING, _cursor(OVERFLOWING[0]), "%", "-1", "1e309",
+                "otp_' OR 1=1 --", "\ufffd", ["1", "2"]]
+
+
+def query_routes(key, t: dict) -> list[tuple[str, str, dict, dict]]:
+    """(style, path, headers, valid query) for every GET route of /v1 and the dialects."""
+    native, pair = key.headers, {"X-API-Key": key.key_id, "X-API-Secret": key.secret}
+    otp, own = t["otp"], {"appid": key.app_id}
+    wawp = {"chatId": "905551112233", "instance_id": key.app_id, "access_token": key.secret}
+    return [
+        ("v1", "/v1/otp", native, {"status": "QUEUED", "recipient": "+905551112233", "reference": "r", "from":
+                                   "2026-01-01", "to": "2027-01-01", "limit": "5", "cursor": _cursor("2026-01-01")}),
+        ("v1", f"/v1/otp/{otp}", native, {}),
+        ("v1", f"/v1/otp/{otp}/attempts", native, {}),
+        ("v1", "/v1/logs", native, {"type": "otp.queued", "otpId": otp, "from": "2026-01-01", "limit": "5"}),
+        ("v1", "/v1/reports", native, {"from": "2026-01-01", "to": "2026-01-05", "interval": "day"}),
+        ("v1", "/v1/rate-limits", native, {"recipient": "+905551112233"}),
+        ("v1", "/v1/messages/msg_abc", native, {}),
+        ("v1", "/compat/otpapi/otp/status", pair, {**own, "verification_id": otp}),
+        ("v1", "/compat/otpapi/otp/attempts", pair, {**own, "verification_id": otp}),
+        ("v1", "/compat/otpapi/otp/list", pair, {**own, "status": "QUEUED", "from": "2026-01-01", "limit": "5"}),
+        ("v1", "/compat/otpapi/otp/logs", pair, {**own, "verification_id": otp, "to": "2027-01-01"}),
+        ("v1", "/compat/otpapi/otp/rate-limits", pair, {**own, "recipient": "+905551112233"}),
+        ("v1", "/compat/otpapi/otp/reports", pair, {**own, "from": "2026-01-01", "interval": "hour"}),
+        ("wawp", "/compat/wawp/v2/auth/otp/send", {}, {**wawp, "lang": "en", "footer": "Hi"}),
+        ("wawp", "/compat/wawp/v2/auth/otp/verify", {}, {**wawp, "code": "000000"}),
+    ]
+
+
+def answered_cleanly(style: str, response) -> bool:
+    """No 500, and any error in the route's own shape."""
+    if response.status_code >= 500:
+        return False
+    if response.status_code < 400:
+        return True
+    error_body(style, response)
+    return True
+
+
+def test_every_route_answers_hostile_values_without_a_500(client, api_key, targets):
+    wrong = []
+    for style, path, headers, body in json_routes(api_key, targets):
+        for name in list(body) + ["unknown\ud800"]:
+            for value in BODY_VALUES:
+                r = client.post(path, headers=headers, data=json.dumps({**body, name: value}),
+                                content_type="application/json")
+                if not answered_cleanly(style, r):
+                    wrong.append((path, name, repr(value)[:40], r.status_code, r.get_data(as_text=True)[:120]))
+    for style, path, headers, query in query_routes(api_key, targets):
+        for name in list(query) + ["nope"]:
+            for value in QUERY_VALUES:
+                r = client.get(path, headers=headers, query_string={**query, name: value})
+                if not answered_cleanly(style, r):
+                    wrong.append((path, name, repr(value)[:40], r.status_code, r.get_data(as_text=True)[:120]))
+    for action in ("resend", "cancel"):  # bodies they do not take, and hostile ids
+        for otp_id in (targets["otp"], "otp_%ED%A0%80", "otp_" + "a" * 300, "%00"):
+            r = client.post(f"/v1/otp/{otp_id}/{action}", headers=api_key.headers, data=b"\xff{")
+            if not answered_cleanly("v1", r):
+                wrong.append((action, otp_id[:20], r.status_code, r.get_data(as_text=True)[:120]))
+    assert wrong == [], "\n".join(map(str, wrong))
