@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, redirect, url_for
+from flask import Flask, redirect, request, url_for
 from sqlalchemy import event
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, ConfigError, provider_problems
@@ -30,6 +31,7 @@ def create_app(config: Config | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"], x_proto=1, x_host=1)
 
     install_request_id(app)  # first, so even a request the limiter refuses carries its id
+    app.before_request(refuse_long_streams)  # before anything (the limiter, for Wawp) reads the body
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     login_manager.init_app(app)
@@ -63,6 +65,18 @@ def create_app(config: Config | None = None) -> Flask:
     app.cli.add_command(cli)
     register_error_handlers(app)
     return app
+
+
+def refuse_long_streams() -> None:
+    """A body without Content-Length (Transfer-Encoding: chunked) over MAX_CONTENT_LENGTH is a
+    413, as one with a Content-Length is. werkzeug stops reading such a stream at the limit
+    without a word, so every reader would see a truncated body (a 400 "not JSON", a form cut
+    short): read it here once (it is cached for them) and look for one byte past the limit."""
+    limit = request.max_content_length
+    if limit is None or request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return
+    if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
 
 
 def _check_provider(app: Flask) -> None:

@@ -22,7 +22,7 @@ from .otp.delivery import TooLate, call_provider, record_send, replay_early_rece
 from .otp.events import record_message_event
 from .otp.limits import app_daily_limit, consume
 from .otp.phones import normalize_recipient
-from .otp.service import provider_for
+from .otp.service import QUEUE_OUTAGES, provider_for
 from .providers import OutboundTemplate, ProviderError, get_provider
 from .util import new_id, random_base62, utcnow
 
@@ -86,7 +86,7 @@ def send_message(app: App, api_key: ApiKey, req: MessageRequest) -> Message:
     db.session.commit()
     try:
         enqueue_message(message.id, delay=0)
-    except Exception as exc:
+    except QUEUE_OUTAGES as exc:  # only an unreachable queue undoes the insert; other errors are 500s
         db.session.rollback()
         db.session.execute(Event.__table__.delete().where(Event.message_id == message.id))
         db.session.execute(Message.__table__.delete().where(Message.id == message.id))

@@ -34,17 +34,22 @@ def iso(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # The year by hand: strftime's %Y drops the leading zeros of years before 1000 on glibc.
+    return f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def parse_iso(value: str) -> datetime:
-    """Parse an ISO-8601 timestamp (or a date) into naive UTC. Raises ValueError."""
+    """Parse an ISO-8601 timestamp (or a date) into naive UTC. Raises ValueError, also for a
+    time whose UTC value falls outside the calendar (0001-01-01T00:00:00+01:00)."""
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError(f"{value!r} is outside the years 1-9999 in UTC") from None
     return parsed
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint
 from werkzeug.routing import BaseConverter
 
 from ..extensions import limiter
 from .auth import api_limit_key, api_limit_value
+from .ratelimit import rate_limit_headers, read_window_at_check
 
 
 class OtpIdConverter(BaseConverter):
@@ -23,15 +22,8 @@ bp.record_once(lambda state: state.app.url_map.converters.setdefault("otp_id", O
 limiter.shared_limit(api_limit_value, scope="api", key_func=api_limit_key)(bp)
 
 
-@bp.after_request
-def rate_limit_headers(response):
-    """RateLimit-Limit / -Remaining / -Reset (seconds until the window resets) on every answer."""
-    current = limiter.current_limit
-    if current is not None:
-        response.headers["RateLimit-Limit"] = str(current.limit.amount)
-        response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
-        response.headers["RateLimit-Reset"] = str(max(0, int(current.reset_at - time.time())))
-    return response
+bp.before_request(read_window_at_check)  # right after the limiter's check, before the view writes anything
+bp.after_request(rate_limit_headers)
 
 
 from . import logs, messages, otp, reports, templates  # noqa: E402,F401  (routes register on bp)

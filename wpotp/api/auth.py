@@ -54,8 +54,10 @@ def key_digest() -> str:
     """The keyed hash of whatever key was presented (or `anonymous`)."""
     if "api_key_digest" not in g:
         raw = presented_key()
+        # Keys are ASCII: anything else (a lone surrogate in a JSON access_token) cannot be one,
+        # and could not even be hashed.
         g.api_key_digest = hash_api_key(raw) if raw and raw.startswith(KEY_PREFIXES) and len(raw) < 200 \
-            else "anonymous"
+            and raw.isascii() else "anonymous"
     return g.api_key_digest
 
 

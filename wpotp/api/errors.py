@@ -24,7 +24,8 @@ from ..errors import (
     ValidationError,
     WpotpError,
 )
-from ..extensions import db, limiter
+from ..extensions import db
+from .ratelimit import measure_window
 
 log = logging.getLogger("wpotp.api")
 
@@ -47,8 +48,16 @@ def _is_api() -> bool:
 
 
 def _rate_limited(exc: RateLimitExceeded) -> RateLimited:
-    current = limiter.current_limit
-    retry = int(current.reset_at - time.time()) + 1 if current else 60
+    """The 429 for a breached limit; its Retry-After (and RateLimit-*) from the limit's window.
+
+    Should Redis fail while the window is read, the answer is still the 429, with the whole
+    window as Retry-After and no RateLimit-* headers: an error handler must not raise."""
+    try:
+        window = measure_window()
+    except OUTAGES:
+        log.warning("rate-limit window unreadable for a 429; Retry-After is the whole window")
+        window = None
+    retry = int(window.reset_at - time.time()) + 1 if window else exc.limit.limit.get_expiry()
     return RateLimited(str(exc.limit.limit), retry)
 
 

@@ -52,7 +52,10 @@ def report_for(app_id: str, q: ReportQuery) -> dict:
             except ValueError:
                 raise _invalid(name, "expected an ISO-8601 timestamp") from None
     end = times.get("to") or utcnow()
-    start = times.get("from") or default_range(q.interval, end)[0]
+    try:
+        start = times.get("from") or default_range(q.interval, end)[0]
+    except OverflowError:  # 7 days (24 hours) before `to` is before the year 1
+        raise _invalid("to", "too early: the default range would start before the year 1") from None
     if end <= start:
         raise _invalid("to" if "to" in times else "from", "must be after from")
     span = {"day": (90, "at most 90 days by day"), "hour": (7, "at most 7 days by hour")}[q.interval]
@@ -62,6 +65,8 @@ def report_for(app_id: str, q: ReportQuery) -> dict:
         return usage_report(app_id, start, end, q.interval)
     except ValueError as exc:  # check_range's verdict, should the checks above ever drift from it
         raise _invalid("from", str(exc)) from None
+    except OverflowError:  # whole buckets around the range reach past the year 9999 (or before 1)
+        raise _invalid("to" if "to" in times else "from", "too close to the end of the calendar") from None
 
 
 @bp.get("/rate-limits")

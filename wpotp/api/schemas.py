@@ -19,7 +19,19 @@ def _printable(value: str) -> str:
     # PostgreSQL refuses NUL bytes and no field of ours means anything with control characters.
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("control characters are not allowed")
+    if not value.isascii() and not encodable(value):
+        raise ValueError("not valid Unicode text (a lone surrogate)")
     return value
+
+
+def encodable(value: str) -> bool:
+    """Can this string be written as UTF-8? JSON's "\\ud800" decodes to a lone surrogate, which
+    no database driver can encode: such a string is refused at the edge, never stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 Text = Annotated[str, AfterValidator(_printable)]

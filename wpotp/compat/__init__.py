@@ -11,8 +11,8 @@ import re
 
 from flask import Blueprint, Flask
 
-from ..api import rate_limit_headers
 from ..api.auth import api_limit_key, api_limit_value
+from ..api.ratelimit import rate_limit_headers, read_window_at_check
 from ..extensions import csrf, limiter
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
@@ -31,6 +31,7 @@ def compat_blueprint(name: str) -> Blueprint:
     """
     bp = Blueprint(f"compat_{name}", __name__, url_prefix=f"/compat/{name}")
     limiter.shared_limit(api_limit_value, scope="api", key_func=api_limit_key)(bp)
+    bp.before_request(read_window_at_check)  # the window read at check time, as on /v1 (wpotp/api/ratelimit.py)
     bp.after_request(rate_limit_headers)  # RateLimit-* on every answer, as on /v1 (SPEC §8)
     return bp
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import redis
 from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -135,11 +136,17 @@ def _active_by_reference(app: App, reference: str, recipient: str) -> Otp | None
     return existing
 
 
+# The hand-off's own Redis being unreachable: the only failure after the commit that undoes it.
+# Anything else (a full Redis, a bug) is a 500 that leaves the row for the sweep to rescue or fail.
+QUEUE_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
 def _hand_to_worker(otp: Otp, code: str, revert_to: dict | None = None) -> None:
     """After the commit: leave the sealed code for the worker and queue the send.
 
-    If Redis fails here the change is undone, so the caller's 503 leaves nothing behind: a new
-    OTP is removed, a resend is put back as it was (the previous code keeps working).
+    If Redis cannot be reached here the change is undone, so the caller's 503 leaves nothing
+    behind: a new OTP is removed, a resend is put back as it was (the previous code keeps
+    working). Any other error propagates (a 500, logged) with the committed row left as it is.
     """
     generation = otp.generation
     try:
@@ -149,18 +156,22 @@ def _hand_to_worker(otp: Otp, code: str, revert_to: dict | None = None) -> None:
             pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
             enqueue_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
             pipe.execute()
-    except Exception as exc:
-        db.session.rollback()
-        if revert_to is None:
-            db.session.execute(delete(Event).where(Event.otp_id == otp.id))
-            db.session.execute(delete(Otp).where(Otp.id == otp.id))
-        else:
-            db.session.execute(delete(Event).where(Event.otp_id == otp.id, Event.type == "otp.resent",
-                                                   Event.data["generation"].as_integer() == generation))
-            db.session.execute(update(Otp).where(Otp.id == otp.id, Otp.generation == generation)
-                               .values(revert_to).execution_options(synchronize_session=False))
-        db.session.commit()
+    except QUEUE_OUTAGES as exc:
+        _undo_hand_off(otp, generation, revert_to)
         raise ServiceUnavailable("The queue is unavailable; nothing was sent or changed. Retry.") from exc
+
+
+def _undo_hand_off(otp: Otp, generation: int, revert_to: dict | None) -> None:
+    db.session.rollback()
+    if revert_to is None:
+        db.session.execute(delete(Event).where(Event.otp_id == otp.id))
+        db.session.execute(delete(Otp).where(Otp.id == otp.id))
+    else:
+        db.session.execute(delete(Event).where(Event.otp_id == otp.id, Event.type == "otp.resent",
+                                               Event.data["generation"].as_integer() == generation))
+        db.session.execute(update(Otp).where(Otp.id == otp.id, Otp.generation == generation)
+                           .values(revert_to).execution_options(synchronize_session=False))
+    db.session.commit()
 
 
 # --- read ---------------------------------------------------------------------------------------
