@@ -389,11 +389,12 @@ def cancel_otp(app: App, otp_id: str) -> Otp:
 
 # --- expiry (shared with maintenance) -------------------------------------------------------------
 
-def expire_one(otp: Otp) -> bool:
-    """Mark one past-due OTP EXPIRED (compare-and-set) and commit."""
+def expire_one(otp: Otp, within: timedelta = timedelta(0)) -> bool:
+    """Mark one OTP EXPIRED (compare-and-set) and commit, if it is due within `within` from now
+    (a send that would reach the user in its last moment is not made: it is as good as expired)."""
     now = utcnow()
     stmt = (update(Otp)
-            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.expires_at <= now)
+            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.expires_at <= now + within)
             .values(status=OtpStatus.EXPIRED, expired_at=now)
             .execution_options(synchronize_session=False))
     changed = db.session.execute(stmt).rowcount == 1
