@@ -104,25 +104,27 @@ def _outage(make_app, tmp_path, persistent: bool, down_for: float):
     return load, _statuses(web, load.accepted), alive, log
 
 
-def test_a_redis_outage_answers_503_and_loses_no_accepted_otp(make_app, app, tmp_path, capsys):
+def _figures(figures, codes: Counter, statuses: dict, alive: bool) -> None:
+    answers = {f"answered_{status}" + (f"_{code}" if code else ""): n for (status, code), n in codes.items()}
+    ended = {status.lower(): n for status, n in Counter(s for s, _e in statuses.values()).items()}
+    figures(**answers, worker_alive_after=alive, **ended)
+
+
+def test_a_redis_outage_answers_503_and_loses_no_accepted_otp(make_app, app, tmp_path, figures):
     load, statuses, alive, log = _outage(make_app, tmp_path, persistent=True, down_for=10)
     codes = load.codes()
-    with capsys.disabled():
-        print(f"\n[faults] Redis down 10 s (AOF): answers {dict(codes)}; worker alive after: {alive}; "
-              f"statuses {dict(Counter(s for s, _e in statuses.values()))}")
+    _figures(figures, codes, statuses, alive)
     assert alive, log[-5000:]
     assert set(codes) <= {(201, None), (503, "SERVICE_UNAVAILABLE")}
     assert codes[(503, "SERVICE_UNAVAILABLE")] > 0 and codes[(201, None)] > 0
     assert {s for s, _e in statuses.values()} <= SENT_OR_LATER
 
 
-def test_a_redis_restart_that_loses_its_data_leaves_no_otp_stuck(make_app, app, tmp_path, capsys):
+def test_a_redis_restart_that_loses_its_data_leaves_no_otp_stuck(make_app, app, tmp_path, figures):
     load, statuses, alive, log = _outage(make_app, tmp_path, persistent=False, down_for=3)
     codes = load.codes()
     failed = [e for s, e in statuses.values() if s == "FAILED"]
-    with capsys.disabled():
-        print(f"\n[faults] Redis restarted empty: answers {dict(codes)}; worker alive after: {alive}; "
-              f"statuses {dict(Counter(s for s, _e in statuses.values()))}")
+    _figures(figures, codes, statuses, alive)
     assert alive, log[-5000:]
     assert set(codes) <= {(201, None), (503, "SERVICE_UNAVAILABLE")}
     assert all(e.startswith(("queue_lost", "code_unavailable")) for e in failed)

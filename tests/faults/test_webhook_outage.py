@@ -10,13 +10,9 @@ the test waits on what happened, never on a clock."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import time
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -27,7 +23,8 @@ from wpotp.extensions import db
 from wpotp.models import Event, WebhookAttempt, WebhookDelivery
 from wpotp.webhooks.events import PUBLIC_EVENTS
 
-ROOT = Path(__file__).resolve().parents[2]
+from .procs import WorkerProc, worker_env
+
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SCHEDULE = "1,1,2,2,3,3,4,5,6,8"  # SPEC §6 schedule (10 s ... 12 h) squeezed: 10 retries within 35 s
 TIMEOUT = 1
@@ -47,23 +44,13 @@ class FixedPortDouble(HttpDouble):
 
 
 @pytest.fixture
-def worker(backend, app, tmp_path):
-    """The real `wpotp worker` (4 threads and the scheduler) on the test database and Redis."""
-    _name, url, instance = backend
-    env = {**os.environ, "DATABASE_URL": url, "WPOTP_INSTANCE_DIR": str(instance), "REDIS_URL": TEST_REDIS_URL,
-           "RATELIMIT_STORAGE_URI": TEST_REDIS_URL, "WPOTP_ENV": "development",
-           "OTP_HASH_KEY": app.config["OTP_HASH_KEY"], "SECRET_KEY": app.config["SECRET_KEY"],
-           "WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_TIMEOUT": str(TIMEOUT), "WEBHOOK_RETRY_DELAYS": SCHEDULE,
-           "SANDBOX_RECEIPT_DELAY": "0", "LOG_LEVEL": "WARNING"}
-    with (tmp_path / "worker.log").open("ab") as out:
-        proc = subprocess.Popen([str(ROOT / ".venv/bin/flask"), "--app", "wsgi", "wpotp", "worker", "--threads", "4"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+def worker(app, tmp_path):
+    """The real `wpotp worker` (4 threads and its scheduler) on the test database and Redis."""
+    env = worker_env(app, TEST_REDIS_URL, WEBHOOK_ALLOW_PRIVATE="true", WEBHOOK_TIMEOUT=TIMEOUT,
+                     WEBHOOK_RETRY_DELAYS=SCHEDULE, LOG_LEVEL="WARNING")
+    proc = WorkerProc(env, tmp_path / "worker.log", threads=4)
     yield proc
-    # SIGKILL, the worker and its scheduler child: everything asserted is in the database by now,
-    # and an idle worker may take long over SIGTERM (issue 14 defect 6, not this test's subject).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc.stop()  # everything asserted is in the database by now
 
 
 def _log(app) -> tuple[list[WebhookDelivery], list[WebhookAttempt]]:
@@ -83,7 +70,7 @@ def _wait_until_each_pending_failed(app, worker, kind: str | int, seconds: float
     """Until every delivery not yet done has had an attempt failing with `kind` (error or status)."""
     deadline = time.monotonic() + seconds
     while True:
-        assert worker.poll() is None, "the worker process stopped"
+        assert worker.alive(), "the worker process stopped"
         deliveries, found = _log(app)
         hit = {a.delivery_id for a in found if _failed_so(a, kind)}
         if deliveries and all(d.id in hit for d in deliveries if d.status != "succeeded"):
@@ -99,8 +86,7 @@ def _emit(client, key, phase: int) -> None:
         canceled_otp(client, key, f"+90555114{phase}{n}02")
 
 
-def test_events_during_a_receiver_outage_are_all_delivered_afterwards(app, client, api_key, worker,
-                                                                      record_property):
+def test_events_during_a_receiver_outage_are_all_delivered_afterwards(app, client, api_key, worker, figures):
     port = closed_port()
     secret = set_webhook(app, f"http://127.0.0.1:{port}/hook")  # every event; nothing listens there yet
     _emit(client, api_key, 1)
@@ -117,13 +103,13 @@ def test_events_during_a_receiver_outage_are_all_delivered_afterwards(app, clien
 
     deliveries, found = _log(app)
     _assert_every_event_delivered_and_logged(app, deliveries, found, seen, secret)
-    _report(record_property, deliveries, found, seen)
+    _report(figures, deliveries, found, seen)
 
 
 def _wait_for_all_delivered(app, worker, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while True:
-        assert worker.poll() is None, "the worker process stopped"
+        assert worker.alive(), "the worker process stopped"
         deliveries, _found = _log(app)
         assert not [d.id for d in deliveries if d.status == "given_up"], "a delivery was given up"
         if all(d.status == "succeeded" for d in deliveries):
@@ -157,12 +143,9 @@ def _assert_every_event_delivered_and_logged(app, deliveries, found, seen, secre
     assert {REFUSED, 500, TIMED_OUT, 200} <= kinds
 
 
-def _report(record_property, deliveries, found, seen) -> None:
+def _report(figures, deliveries, found, seen) -> None:
     per_event = [d.attempts for d in deliveries]
-    figures = {"events": len(deliveries), "deliveries": len(deliveries), "attempts": len(found),
+    figures(**{"events": len(deliveries), "deliveries": len(deliveries), "attempts": len(found),
                "refused": sum(a.error == REFUSED for a in found), "http_500": sum(a.status_code == 500 for a in found),
                "timeouts": sum(a.error == TIMED_OUT for a in found), "posts_received": len(seen),
-               "max_attempts_per_event": max(per_event), "lost": 0}
-    for name, value in figures.items():
-        record_property(name, value)
-    print("webhook outage:", ", ".join(f"{k}={v}" for k, v in figures.items()))
+               "max_attempts_per_event": max(per_event), "lost": 0})

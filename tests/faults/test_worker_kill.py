@@ -8,6 +8,7 @@ the 6 s a dead worker's liveness key lasts).
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -63,7 +64,7 @@ def _send_all(web, key, count: int, on_accepted) -> tuple[list[str], Counter]:
     return ids, answers
 
 
-def test_workers_killed_during_1000_sends_lose_no_otp(make_app, app, tmp_path, capsys):
+def test_workers_killed_during_1000_sends_lose_no_otp(make_app, app, tmp_path, figures):
     with RedisServer(tmp_path / "redis") as redis_server:
         web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **RESCUE)
         key = make_key(web)
@@ -92,10 +93,10 @@ def test_workers_killed_during_1000_sends_lose_no_otp(make_app, app, tmp_path, c
             workers = len(supervisor.procs)
             logs = supervisor.logs()
     statuses = _statuses(web, ids)
-    with capsys.disabled():
-        print(f"\n[faults] worker SIGKILL: {SENDS} sends, answers {dict(answers)}, accepted in {accepted_in:.1f} s; "
-              f"kills {[(n, what) for n, what, _ in kills]}; {workers} worker processes; statuses {dict(statuses)}; "
-              f"all sent {done_in:.1f} s after the last kill; rescued by sweep: {logs.count('requeued')} sweeps")
+    rescued = sum(int(n) for n in re.findall(r"'requeued': (\d+)", logs))
+    figures(sends=SENDS, accepted=answers[201], accepted_in_s=round(accepted_in, 1), kills=len(kills),
+            worker_processes=workers, rescued_by_sweep=rescued, all_sent_after_last_kill_s=round(done_in, 1),
+            **{status.lower(): n for status, n in statuses.items()})
     assert answers == {201: SENDS}
     assert len(kills) == 3 and workers == 4
     assert set(statuses) <= SENT_OR_LATER and sum(statuses.values()) == SENDS
