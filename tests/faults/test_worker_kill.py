@@ -19,7 +19,8 @@ from sqlalchemy import select
 
 from tests.helpers import make_key
 from wpotp.extensions import db, get_queue
-from wpotp.models import Otp
+from wpotp.jobs.enqueue import send_job_key
+from wpotp.models import Event, Otp
 
 from .procs import RedisServer, Supervisor, WorkerProc, wait_until, worker_env
 
@@ -34,6 +35,24 @@ def _statuses(app, ids: list[str]) -> Counter:
         rows = db.session.execute(select(Otp.id, Otp.status).where(Otp.id.in_(ids))).all()
         db.session.remove()
     return Counter(str(row.status) for row in rows)
+
+
+def _unsent(app, ids: list[str], redis_server) -> list[dict]:
+    """What is known of each OTP not sent: its events, its send job (for the failure report)."""
+    conn = redis_server.client()
+    with app.app_context():
+        rows = db.session.execute(select(Otp.id, Otp.status, Otp.last_sent_at).where(
+            Otp.id.in_(ids), Otp.status.not_in(SENT_OR_LATER))).all()
+        out = []
+        for row in rows:
+            job_id = conn.get(send_job_key(row.id))
+            job = conn.hgetall(f"rq:job:{job_id.decode()}") if job_id else {}
+            out.append({"otp": row.id, "status": row.status, "last_sent_at": row.last_sent_at,
+                        "events": db.session.scalars(select(Event.type).where(Event.otp_id == row.id)).all(),
+                        "job": job_id, "job_status": job.get(b"status"), "worker": job.get(b"worker_name"),
+                        "alive": [k.decode() for k in conn.keys("wpotp:worker-alive:*")]})
+        db.session.remove()
+    return out
 
 
 def _send_all(web, key, count: int, on_accepted) -> tuple[list[str], Counter]:
@@ -84,11 +103,11 @@ def test_workers_killed_during_1000_sends_lose_no_otp(make_app, app, tmp_path, f
             ids, answers = _send_all(web, key, SENDS, on_accepted)
             accepted_in = time.monotonic() - started
             try:
-                wait_until(lambda: sum(_statuses(web, ids)[s] for s in SENT_OR_LATER) == len(ids), 180, every=0.5,
+                wait_until(lambda: set(_statuses(web, ids)) <= SENT_OR_LATER, 180, every=0.5,
                            what="every accepted OTP to be sent")
             except AssertionError:
                 print(supervisor.logs()[-20000:])
-                raise
+                raise AssertionError(_unsent(web, ids, redis_server)) from None
             done_in = time.monotonic() - kills[-1][2]
             workers = len(supervisor.procs)
             logs = supervisor.logs()

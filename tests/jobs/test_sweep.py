@@ -3,6 +3,7 @@ no OTP stays QUEUED forever (the sweeper re-enqueues or fails stuck rows)."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.helpers import in_threads
@@ -190,23 +191,29 @@ def test_sweep_requeues_a_job_popped_by_a_worker_killed_before_starting_it(app, 
     assert len(outbox("+905551110321")) == 1
 
 
-def test_sweep_requeues_a_job_whose_wpotp_worker_process_is_gone(app, client, api_key, run_worker, outbox):
-    """A job `started` by a wpotp worker process that no longer renews its liveness key (killed)
-    is rescued at once, not after a grace of minutes; one whose process is alive is left alone."""
+@pytest.mark.parametrize("ended", ["process killed", "slot's worker replaced"])
+def test_sweep_requeues_a_started_job_whose_wpotp_worker_is_gone(app, client, api_key, run_worker, outbox, ended):
+    """A job `started` by a wpotp worker that its process no longer names as running (the process
+    was killed, or the slot's RQ worker stopped on a Redis outage and a new one took its place)
+    is rescued at once, not after a grace of minutes; one whose worker still runs is left alone."""
     otp_id = _queued(client, api_key, "+905551110322")
     job_id = _pop_send_job_like_a_killed_worker(app)
+    alive = "wpotp:worker-alive:host.example.1234.abcd"
     with app.app_context():
         job = get_queue("otp").fetch_job(job_id)
         job.worker_name = "host.example.1234.abcd/3.1"
         job.set_status("started")
         job.started_at = job.enqueued_at
         job.save()
-        redis_client.conn.set("wpotp:worker-alive:host.example.1234.abcd", 16, ex=30)
+        redis_client.conn.set(alive, "host.example.1234.abcd/2.1 host.example.1234.abcd/3.1", ex=30)
     shift_back(app, otp_id, 61, "last_sent_at")
-    assert _sweep(app)["requeued"] == 0  # its process is alive: the job may still finish
+    assert _sweep(app)["requeued"] == 0  # its worker still runs: the job may still finish
 
     with app.app_context():
-        redis_client.conn.delete("wpotp:worker-alive:host.example.1234.abcd")
+        if ended == "process killed":
+            redis_client.conn.delete(alive)
+        else:
+            redis_client.conn.set(alive, "host.example.1234.abcd/2.1 host.example.1234.abcd/3.2", ex=30)
     assert _sweep(app)["requeued"] == 1
     run_worker()
     assert otp_row(app, otp_id)["status"] in ("SENT", "DELIVERED", "READ")

@@ -23,9 +23,10 @@ def alive_key(process_id: str) -> str:
     return f"wpotp:worker-alive:{process_id}"
 
 
-def note_worker_alive(process_id: str, ttl: int) -> None:
+def note_worker_alive(process_id: str, ttl: int, workers: list[str]) -> None:
+    """The process is alive, with these RQ workers (one per slot) running its jobs."""
     with redis_client.conn.pipeline(transaction=False) as pipe:
-        pipe.set(alive_key(process_id), 1, ex=ttl)
+        pipe.set(alive_key(process_id), " ".join(workers), ex=ttl)
         pipe.sadd(WORKERS_KEY, process_id)
         pipe.execute()
 
@@ -85,8 +86,9 @@ def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:
 
 def _runner_alive(job: Job, started_grace: float) -> bool:
     process_id, slash, _slot = (job.worker_name or "").partition("/")
-    if slash:  # a wpotp worker (`<process id>/<slot>`): its process renews a key while it lives
-        return bool(redis_client.conn.exists(alive_key(process_id)))
+    if slash:  # a wpotp worker (`<process id>/<slot>.<n>`): its process names its live workers
+        alive = redis_client.conn.get(alive_key(process_id))
+        return alive is not None and job.worker_name in alive.decode().split()
     if job.started_at is None:
         return False
     started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)

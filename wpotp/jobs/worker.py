@@ -92,10 +92,8 @@ class Worker(SimpleWorker):
 
     def execute_job(self, job: Job, queue) -> None:
         self.job_in_flight = job
-        try:
-            super().execute_job(job, queue)
-        finally:
-            self.job_in_flight = None
+        super().execute_job(job, queue)
+        self.job_in_flight = None  # still set if RQ's own bookkeeping failed (Redis went away)
 
     def subscribe(self) -> None:
         """No pubsub listener thread per worker: the process is stopped by signals, not `rq` commands."""
@@ -177,6 +175,7 @@ class WorkerProcess:
                     return
                 log.warning("worker %s stopped unasked; a new one starts once Redis answers", worker.name)
                 self._wait_for_redis()
+                self._hand_back_interrupted(worker)
 
     def _new_worker(self, index: int) -> Worker:
         self._incarnations += 1
@@ -184,6 +183,18 @@ class WorkerProcess:
                               name=f"{self.process_id}/{index}.{self._incarnations}", stopping=self.stopping)
         self.workers[index] = worker
         return worker
+
+    def _hand_back_interrupted(self, worker: Worker) -> None:
+        """The job a stopped worker was inside did not finish as far as RQ knows: queue it again
+        (jobs are safe to run twice; one that had done its work finds nothing left to do)."""
+        job = worker.job_in_flight
+        if job is None:
+            return
+        try:
+            hand_back(job)
+            log.warning("worker %s: job %s was interrupted; handed back", worker.name, job.id)
+        except redis.RedisError:
+            log.error("worker %s: job %s could not be handed back; the sweep rescues it", worker.name, job.id)
 
     def _wait_for_redis(self) -> None:
         delay = 0.5
@@ -199,7 +210,7 @@ class WorkerProcess:
         """Say this process is alive (the sweep's test for a killed worker's jobs)."""
         try:
             with self.app.app_context():
-                note_worker_alive(self.process_id, ALIVE_TTL)
+                note_worker_alive(self.process_id, ALIVE_TTL, [w.name for w in self.workers.values()])
         except redis.RedisError:
             pass  # Redis away: the slots wait for it; the sweep cannot run meanwhile either
 
