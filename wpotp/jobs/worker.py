@@ -287,7 +287,7 @@ class Scheduler:
         self._outage = False
 
     def run(self) -> None:
-        while not self.stopping.wait(self.interval):
+        while not self.stopping.is_set():
             try:
                 self.tick()
                 if self._outage:
@@ -297,14 +297,15 @@ class Scheduler:
                 if not self._outage:
                     log.warning("scheduler: Redis unavailable (%s); retrying every %d s", exc, self.interval)
                 self._outage = True
+            self.stopping.wait(self.interval)
         with contextlib.suppress(redis.RedisError):
             self.rq.stop()  # releases its locks, so the next scheduler need not wait for them
 
     def tick(self) -> None:
         if self.rq.acquired_locks != set(QUEUE_NAMES):
+            self.rq.register_birth()  # first, so that whoever finds our lock can tell whose it is
             self._clear_stale_locks()
-            if self.rq.acquire_locks():
-                self.rq.register_birth()
+            self.rq.acquire_locks()
         else:
             self.rq.heartbeat()  # refreshes our locks; drops any another scheduler took over
         if self.rq.acquired_locks:
