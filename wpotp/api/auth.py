@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from flask import current_app, g, request
+from flask import Blueprint, current_app, g, request
 from sqlalchemy import select, update
 
 from ..cache import cached
@@ -27,10 +27,7 @@ _KEYS = ApiKey.__table__
 _KEY_COLUMNS = (_KEYS.c.id, _KEYS.c.app_id, _KEYS.c.name, _KEYS.c.mode, _KEYS.c.prefix, _KEYS.c.created_at,
                 _KEYS.c.last_used_at)
 
-# Compat dialects carry the key elsewhere (a query parameter, Basic auth, a header pair). Each
-# registers how to find it under its blueprint's name; the limiter, the lookup and the logs
-# then treat every dialect's key exactly like a native one.
-KEY_EXTRACTORS: dict[str, Callable[[], str | None]] = {}
+KeyExtractor = Callable[[], str | None]  # where a request carries its API key, or None
 
 
 def native_key() -> str | None:
@@ -42,11 +39,28 @@ def native_key() -> str | None:
     return request.headers.get("X-API-Key", "").strip() or None
 
 
+def carries_key(bp: Blueprint, extractor: KeyExtractor) -> Blueprint:
+    """Say where requests routed to `bp` carry their API key; a blueprint that says nothing
+    carries it natively (`native_key`).
+
+    Compat dialects carry the key elsewhere (a query parameter, Basic auth, a header pair): each
+    passes its extractor when it builds its blueprint, and the limiter, the lookup and the logs
+    then treat every dialect's key exactly like a native one.
+    """
+    bp.key_extractor = extractor  # type: ignore[attr-defined]  (read back by _extractor)
+    return bp
+
+
+def _extractor() -> KeyExtractor:
+    """The extractor of the blueprint this request is routed to, through the app it is registered on."""
+    bp = current_app.blueprints.get(request.blueprint) if request.blueprint else None
+    return getattr(bp, "key_extractor", native_key)
+
+
 def presented_key() -> str | None:
     """The API key this request carries, by the rules of the blueprint it is routed to."""
     if "presented_key" not in g:
-        extractor = KEY_EXTRACTORS.get(request.blueprint or "", native_key)
-        g.presented_key = extractor()
+        g.presented_key = _extractor()()
     return g.presented_key
 
 

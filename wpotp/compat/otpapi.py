@@ -19,7 +19,7 @@ from flask import g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
-from ..api.auth import KEY_EXTRACTORS, KEY_PREFIXES, lookup_key, require_key
+from ..api.auth import KEY_PREFIXES, lookup_key, require_key
 from ..api.errors import as_error
 from ..api.logs import LogQuery, events_page, log_item
 from ..api.otp import otp_filter
@@ -34,7 +34,6 @@ from ..otp.phones import normalize_recipient
 from ..util import iso
 from . import compat_blueprint, snake_name
 
-bp = compat_blueprint("otpapi")
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -87,7 +86,12 @@ def _pair(token: str, ids: tuple[str, ...], jwt: bool) -> Credentials:
     return Credentials(secret.strip() or None, ids + ((key_id.strip(),) if key_id.strip() else ()))
 
 
-KEY_EXTRACTORS[bp.name] = lambda: credentials().secret  # the limiter and lookup_key read it from here
+def otpapi_key() -> str | None:
+    """The secret, wherever the call put it (the limiter and lookup_key ask for it here)."""
+    return credentials().secret
+
+
+bp = compat_blueprint("otpapi", key_extractor=otpapi_key)
 
 
 def authorise() -> tuple[ApiKey, App]:

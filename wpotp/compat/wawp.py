@@ -14,7 +14,7 @@ import re
 
 from flask import g, jsonify, request
 
-from ..api.auth import KEY_EXTRACTORS, require_key
+from ..api.auth import require_key
 from ..api.errors import as_error
 from ..errors import InvalidPhone, OtpNotFound, Unauthorized, ValidationError
 from ..extensions import client_ip
@@ -22,8 +22,6 @@ from ..models import ApiKey, App
 from ..otp import queries, service
 from ..otp.phones import normalize_recipient
 from . import compat_blueprint, snake_name
-
-bp = compat_blueprint("wawp")
 
 _CHAT_ID = re.compile(r"^\+?([1-9][0-9]{5,14})(@c\.us|@s\.whatsapp\.net)?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
@@ -74,7 +72,7 @@ def wawp_key() -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
-KEY_EXTRACTORS[bp.name] = wawp_key
+bp = compat_blueprint("wawp", key_extractor=wawp_key)
 
 
 def text(p: dict, name: str, max_length: int, *, required: bool = False) -> str | None:

@@ -1,7 +1,7 @@
 """/compat/whatotp — WhatOTP's API: send, verify and template messages over WhatsApp.
 
-WhatOTP authenticates with `Authorization: Bearer <key>` (the native extractor, so no entry in
-KEY_EXTRACTORS), names fields in snake_case and calls an OTP a session. Its documents show no
+WhatOTP authenticates with `Authorization: Bearer <key>` (the native extractor, so its
+blueprint names none), names fields in snake_case and calls an OTP a session. Its documents show no
 error body, so errors keep the native envelope and statuses (wpotp.api.errors).
 """
 

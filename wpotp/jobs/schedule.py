@@ -2,6 +2,12 @@
 
 Every worker process runs a ticker thread. A Redis `SET NX EX` per job and period means that
 however many workers run, each periodic job is enqueued once per period.
+
+SCHEDULE is every job that runs because time has passed. Jobs that run because something
+happened are enqueued where it happens, with that event's arguments: sends and their retries,
+webhook deliveries, the sandbox's receipts, and the recomputation of stale cached report
+buckets (wpotp.reports.usage, when a report is viewed: only buckets someone looks at are
+recomputed, so a period would either recompute buckets nobody reads or scan the whole cache).
 """
 
 from __future__ import annotations

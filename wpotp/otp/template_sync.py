@@ -1,14 +1,13 @@
 """Pull the WhatsApp Business account's message templates into the templates table.
 
-`GET /{waba-id}/message_templates`, following `paging.next`. Rows are matched by
+The Graph API client (`GET /{waba-id}/message_templates`, paging, Meta's template objects) is
+wpotp.providers.cloud_api.list_templates; this module decides what to upsert. Rows are matched by
 (name, language) and updated in place; a local template Meta no longer lists is marked
 NOT_IN_WABA, never deleted (OTP rows reference it). Afterwards every language with an
 APPROVED AUTHENTICATION template has exactly one default among them.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 import click
 from flask import current_app
@@ -17,12 +16,9 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import Template
 from ..providers.base import ProviderError
-from ..providers.cloud_api import auth_headers, error_from_response, graph_base
-from ..providers.http import request
+from ..providers.cloud_api import WabaTemplate, list_templates
 
 NOT_IN_WABA = "NOT_IN_WABA"
-FIELDS = "name,language,status,category,components"
-MAX_PAGES = 200  # 20,000 templates: far past Meta's per-account cap, so only a looping `next` hits it
 
 
 class TemplateSyncError(click.ClickException):
@@ -44,7 +40,7 @@ def sync_templates() -> dict[str, int]:
     """Fetch every template of WHATSAPP_WABA_ID and upsert it. Returns counts for the CLI:
     fetched, created, updated (rows that changed) and missing (local rows the WABA lacks)."""
     try:
-        remote = fetch_templates()
+        remote = [template_fields(t) for t in list_templates(current_app.config["WHATSAPP_WABA_ID"])]
     except ProviderError as exc:
         raise TemplateSyncError(f"could not fetch the templates from Meta: {exc}") from None
     counts = {"fetched": len(remote), "created": 0, "updated": 0, "missing": 0}
@@ -69,69 +65,10 @@ def sync_templates() -> dict[str, int]:
     return counts
 
 
-def fetch_templates() -> list[dict]:
-    """Every template, page by page. `paging.next` is followed only on the configured Graph host."""
-    cfg = current_app.config
-    url: str | None = f"{graph_base()}/{cfg['WHATSAPP_WABA_ID']}/message_templates"
-    params: dict | None = {"fields": FIELDS, "limit": 100}
-    found: list[dict] = []
-    for _ in range(MAX_PAGES):
-        response = request("GET", url, params=params, headers=auth_headers())
-        if not response.ok:
-            raise error_from_response(response)
-        page = _json(response)
-        found.extend(t for t in (parse_template(raw) for raw in page.get("data") or []) if t)
-        url, params = _next_page(page), None
-        if url is None:
-            return found
-    raise ProviderError(f"more than {MAX_PAGES} pages of templates", permanent=True, code="paging")
-
-
-def _json(response) -> dict:
-    try:
-        page = response.json()
-    except ValueError:
-        page = None
-    if not isinstance(page, dict):
-        raise ProviderError("the answer was not a JSON object", permanent=False, code="bad_answer")
-    return page
-
-
-def _next_page(page: dict) -> str | None:
-    """The next page's URL; the bearer token must not follow a link to some other host."""
-    paging = page.get("paging")
-    nxt = paging.get("next") if isinstance(paging, dict) else None
-    if not isinstance(nxt, str) or not nxt:
-        return None
-    ours, theirs = urlsplit(current_app.config["WHATSAPP_GRAPH_URL"]), urlsplit(nxt)
-    if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
-        raise ProviderError(f"paging.next points at another host ({theirs.netloc})", permanent=True,
-                            code="paging")
-    return nxt
-
-
-def parse_template(raw: object) -> dict | None:
-    """Meta's template object as Template fields; None when it lacks a name or language."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not isinstance(raw.get("language"), str):
-        return None
-    components = [c for c in raw.get("components") or [] if isinstance(c, dict)]
-    category = str(raw.get("category") or "").upper()
-    body = next((str(c.get("text") or "") for c in components if str(c.get("type")).upper() == "BODY"), "")
-    return {"name": raw["name"][:512], "language": raw["language"][:16], "category": category[:32],
-            "status": str(raw.get("status") or "UNKNOWN").upper()[:32], "body": body,
-            "copy_code_button": category == "AUTHENTICATION" and _has_code_button(components)}
-
-
-def _has_code_button(components: list[dict]) -> bool:
-    """An OTP button (COPY_CODE, ONE_TAP, ZERO_TAP) reads back from Meta as type OTP or URL;
-    either way the send must carry the code as the url button's parameter."""
-    for component in components:
-        if str(component.get("type")).upper() != "BUTTONS":
-            continue
-        for button in component.get("buttons") or []:
-            if isinstance(button, dict) and str(button.get("type")).upper() in ("OTP", "URL"):
-                return True
-    return False
+def template_fields(remote: WabaTemplate) -> dict:
+    """The account's template as Template fields, each cut to its column."""
+    return {"name": remote.name[:512], "language": remote.language[:16], "category": remote.category[:32],
+            "status": remote.status[:32], "body": remote.body, "copy_code_button": remote.copy_code_button}
 
 
 def update_fields(template: Template, item: dict) -> bool:

@@ -1,4 +1,5 @@
-"""Meta WhatsApp Business Cloud API (SPEC §7): template messages over the Graph API.
+"""Meta WhatsApp Business Cloud API (SPEC §7): template messages over the Graph API, and the
+account's list of templates (`list_templates`, for `wpotp sync-templates`).
 
 An OTP goes out as an AUTHENTICATION template with the code twice: as the body's `{{1}}`
 and as the parameter of the copy-code button (Meta models that button as a URL button,
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 from flask import current_app
@@ -39,6 +42,8 @@ PERMANENT = {131026, 131008, 131009, 131047, 131051, 132000, 132001, 132005, 132
 
 _TITLE_PREFIX = re.compile(r"^\(#\d+\)\s*")
 REASON_MAX = 200
+TEMPLATE_FIELDS = "name,language,status,category,components"
+MAX_TEMPLATE_PAGES = 200  # 20,000 templates: far past Meta's per-account cap, so only a looping `next` hits it
 
 
 class CloudApiProvider(Provider):
@@ -146,3 +151,82 @@ def _reason(error: dict, secrets: tuple[str, ...]) -> str:
         if secret:
             reason = reason.replace(secret, "***")
     return " ".join(reason.split())[:REASON_MAX]
+
+
+# --- the account's templates: GET /{waba-id}/message_templates ----------------------------------
+
+@dataclass(frozen=True)
+class WabaTemplate:
+    """One template as the WhatsApp Business account lists it, in the terms wpotp keeps."""
+
+    name: str
+    language: str
+    category: str  # upper case, as Meta spells it (AUTHENTICATION, UTILITY, MARKETING)
+    status: str  # upper case (APPROVED, PAUSED, ...); UNKNOWN when Meta gives none
+    body: str  # the BODY component's text, "" without one
+    copy_code_button: bool  # an AUTHENTICATION template whose send carries the code as a url button
+
+
+def list_templates(waba_id: str) -> list[WabaTemplate]:
+    """Every template of the account, page by page. `paging.next` is followed only on the
+    configured Graph host (the bearer token goes with it). Raises ProviderError."""
+    url: str | None = f"{graph_base()}/{waba_id}/message_templates"
+    params: dict | None = {"fields": TEMPLATE_FIELDS, "limit": 100}
+    found: list[WabaTemplate] = []
+    for _ in range(MAX_TEMPLATE_PAGES):
+        response = request("GET", url, params=params, headers=auth_headers())
+        if not response.ok:
+            raise error_from_response(response)
+        page = _json_object(response)
+        found.extend(t for t in (_waba_template(raw) for raw in page.get("data") or []) if t)
+        url, params = _next_page(page), None
+        if url is None:
+            return found
+    raise ProviderError(f"more than {MAX_TEMPLATE_PAGES} pages of templates", permanent=True, code="paging")
+
+
+def _json_object(response: requests.Response) -> dict:
+    try:
+        page = response.json()
+    except ValueError:
+        page = None
+    if not isinstance(page, dict):
+        raise ProviderError("the answer was not a JSON object", permanent=False, code="bad_answer")
+    return page
+
+
+def _next_page(page: dict) -> str | None:
+    """The next page's URL; the bearer token must not follow a link to some other host."""
+    paging = page.get("paging")
+    nxt = paging.get("next") if isinstance(paging, dict) else None
+    if not isinstance(nxt, str) or not nxt:
+        return None
+    ours, theirs = urlsplit(current_app.config["WHATSAPP_GRAPH_URL"]), urlsplit(nxt)
+    if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+        raise ProviderError(f"paging.next points at another host ({theirs.netloc})", permanent=True,
+                            code="paging")
+    return nxt
+
+
+def _waba_template(raw: object) -> WabaTemplate | None:
+    """Meta's template object; None when it lacks a name or language."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not isinstance(raw.get("language"), str):
+        return None
+    components = [c for c in raw.get("components") or [] if isinstance(c, dict)]
+    category = str(raw.get("category") or "").upper()
+    body = next((str(c.get("text") or "") for c in components if str(c.get("type")).upper() == "BODY"), "")
+    return WabaTemplate(name=raw["name"], language=raw["language"], category=category,
+                        status=str(raw.get("status") or "UNKNOWN").upper(), body=body,
+                        copy_code_button=category == "AUTHENTICATION" and _has_code_button(components))
+
+
+def _has_code_button(components: list[dict]) -> bool:
+    """An OTP button (COPY_CODE, ONE_TAP, ZERO_TAP) reads back from Meta as type OTP or URL;
+    either way the send must carry the code as the url button's parameter (`send_otp`)."""
+    for component in components:
+        if str(component.get("type")).upper() != "BUTTONS":
+            continue
+        for button in component.get("buttons") or []:
+            if isinstance(button, dict) and str(button.get("type")).upper() in ("OTP", "URL"):
+                return True
+    return False
