@@ -8,6 +8,7 @@ message naming the variable, rather than running with a surprise.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -74,6 +75,23 @@ def env_limit(name: str, default: str) -> str:
         parse_many(value)
     except ValueError:
         raise ConfigError(f"{name} is not a rate limit like '120/minute': {value!r}") from None
+    return value
+
+
+_HASH_METHOD = re.compile(r"^(scrypt(:\d+:\d+:\d+)?|pbkdf2(:sha(256|512)(:\d+)?)?)$")
+
+
+def env_hash_method(name: str, default: str, production: bool) -> str:
+    """A Werkzeug password hash method: `scrypt[:n:r:p]` or `pbkdf2[:sha256|sha512[:iterations]]`.
+    Production refuses parameters weaker than Werkzeug's defaults (scrypt n 2**15, pbkdf2 600,000)."""
+    value = env_str(name, default)
+    if not _HASH_METHOD.match(value):
+        raise ConfigError(f"{name} must be scrypt[:n:r:p] or pbkdf2[:sha256[:iterations]], not {value!r}")
+    parts = value.split(":")
+    weak = (parts[0] == "scrypt" and len(parts) == 4 and int(parts[1]) < 2**15) or (
+        parts[0] == "pbkdf2" and len(parts) == 3 and int(parts[2]) < 600_000)
+    if production and weak:
+        raise ConfigError(f"{name}={value} is weaker than Werkzeug's default, refused when WPOTP_ENV=production")
     return value
 
 
@@ -177,6 +195,7 @@ class Config:
 
         self.API_RATE_LIMIT = env_limit("API_RATE_LIMIT", "120/minute")
         self.LOGIN_RATE_LIMIT = env_limit("LOGIN_RATE_LIMIT", "20/minute")
+        self.PASSWORD_HASH_METHOD = env_hash_method("PASSWORD_HASH_METHOD", "scrypt", production)
         self.RECIPIENT_RATE_LIMIT = env_limit("RECIPIENT_RATE_LIMIT", "5/15minutes;10/day")
         self.APP_DAILY_SEND_CAP = env_int("APP_DAILY_SEND_CAP", 10000, minimum=1)
         self.SEND_RETRY_DELAYS = env_int_list("SEND_RETRY_DELAYS", "2,5,15,30,60")
@@ -258,6 +277,8 @@ class TestConfig(Config):
         self.SANDBOX_RECEIPT_DELAY = 0
         self.API_RATE_LIMIT = "100000/minute"
         self.WEBHOOK_ALLOW_PRIVATE = True
+        # Console tests sign in hundreds of times: one pbkdf2 round instead of ~0.3 s of scrypt each.
+        self.PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"  # noqa: S105  (a method name, not a password)
         for key, value in self._overrides.items():
             setattr(self, key, value)
 

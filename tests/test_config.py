@@ -79,3 +79,38 @@ def test_factory_builds_independent_apps(tmp_path):
     assert one.config["APP_DAILY_SEND_CAP"] == 7 and two.config["APP_DAILY_SEND_CAP"] == 10000
     assert one.config["SQLALCHEMY_DATABASE_URI"] != two.config["SQLALCHEMY_DATABASE_URI"]
     assert one.testing and "api" in one.blueprints
+
+
+@pytest.mark.parametrize("value", ["md5", "scrypt:1", "pbkdf2:sha1:1000", "plain"])
+def test_a_malformed_password_hash_method_stops_start_up(clean_env, value):
+    clean_env.setenv("PASSWORD_HASH_METHOD", value)
+    with pytest.raises(ConfigError, match="PASSWORD_HASH_METHOD"):
+        Config.from_env()
+
+
+def test_production_refuses_a_password_hash_weaker_than_the_default(clean_env):
+    clean_env.setenv("WPOTP_ENV", "production")
+    clean_env.setenv("SECRET_KEY", "s" * 40)
+    clean_env.setenv("OTP_HASH_KEY", "h" * 40)
+    assert Config.from_env().PASSWORD_HASH_METHOD == "scrypt"
+    clean_env.setenv("PASSWORD_HASH_METHOD", "pbkdf2:sha256:1")
+    with pytest.raises(ConfigError, match="PASSWORD_HASH_METHOD"):
+        Config.from_env()
+    clean_env.setenv("PASSWORD_HASH_METHOD", "pbkdf2:sha256:600000")
+    assert Config.from_env().PASSWORD_HASH_METHOD == "pbkdf2:sha256:600000"
+
+
+def test_passwords_are_hashed_by_the_configured_method_and_older_hashes_still_check(tmp_path):
+    from wpotp.models import User
+
+    scrypt_app = create_app(TestConfig(f"sqlite:///{tmp_path}/a.db", tmp_path, PASSWORD_HASH_METHOD="scrypt"))
+    pbkdf2_app = create_app(TestConfig(f"sqlite:///{tmp_path}/a.db", tmp_path,
+                                       PASSWORD_HASH_METHOD="pbkdf2:sha256:1000"))
+    old, new = User(email="old@example.com"), User(email="new@example.com")
+    with scrypt_app.app_context():
+        old.set_password("correct horse")
+    with pbkdf2_app.app_context():
+        new.set_password("correct horse")
+        assert old.check_password("correct horse") and not old.check_password("wrong horse")
+        assert new.check_password("correct horse") and not new.check_password("wrong horse")
+    assert old.password_hash.startswith("scrypt:") and new.password_hash.startswith("pbkdf2:sha256:1000$")

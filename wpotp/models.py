@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -243,8 +244,14 @@ class Event(db.Model):
     __table_args__ = (Index("ix_events_app_created", "app_id", "created_at", "id"),)
 
 
+def password_hash_method() -> str:
+    """The configured Werkzeug method for new password hashes."""
+    return current_app.config.get("PASSWORD_HASH_METHOD", "scrypt")
+
+
 class User(UserMixin, db.Model):
-    """A console user. Passwords are stored as Werkzeug's salted scrypt hashes."""
+    """A console user. Passwords are stored as Werkzeug's salted hashes, by PASSWORD_HASH_METHOD
+    (scrypt unless set); each hash names its method, so older ones still check."""
 
     __tablename__ = "users"
 
@@ -255,7 +262,7 @@ class User(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = generate_password_hash(password, method=password_hash_method())
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db, limiter
-from ..models import App, User
+from ..models import App, User, password_hash_method
 from . import bp
 from .audit import audit
 from .forms import LoginForm
@@ -45,7 +45,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",  # pages may show a one-time secret or codes: never from a cache
 }
 
-_dummy_hash: str | None = None
+_dummy_hashes: dict[str, str] = {}  # PASSWORD_HASH_METHOD -> a hash of no real password
 
 
 def safe_next(target: str | None) -> str | None:
@@ -146,11 +146,11 @@ def _login_limit() -> str:
 
 def _password_matches(user: User | None, password: str) -> bool:
     """Check against a dummy hash when the email is unknown, so both cases cost the same."""
-    global _dummy_hash
     if user is None:
-        if _dummy_hash is None:
-            _dummy_hash = generate_password_hash("not a real password")
-        check_password_hash(_dummy_hash, password)
+        method = password_hash_method()
+        if method not in _dummy_hashes:  # one per method: the dummy must cost what a real check does
+            _dummy_hashes[method] = generate_password_hash("not a real password", method=method)
+        check_password_hash(_dummy_hashes[method], password)
         return False
     return user.check_password(password)
 
