@@ -11,7 +11,7 @@ ensure_redis "$TEST_REDIS_URL" instance
 .venv/bin/ruff check .
 if [ -n "${TEST_DATABASE_URL:-}" ]; then echo "Databases: SQLite and $TEST_DATABASE_URL"; else echo "Databases: SQLite (set TEST_DATABASE_URL to add PostgreSQL)"; fi
 set +e
-.venv/bin/pytest -n "${TEST_WORKERS:-auto}" "$@"
+.venv/bin/pytest -n "${TEST_WORKERS:-auto}" --dist worksteal "$@"
 status=$?
 set -e
 if [ -n "${STARTED_REDIS_PID:-}" ]; then kill "$STARTED_REDIS_PID" 2>/dev/null || true; fi

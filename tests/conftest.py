@@ -260,3 +260,29 @@ def outbox(app):
             return read_outbox(limit=500, recipient=recipient)
 
     return read
+
+
+# --- figures of the fault suite (tests/faults/conftest.py's `figures` fixture records them) ---------
+# Here rather than in tests/faults/conftest.py: under pytest-xdist the controller, which prints the
+# summary, loads only this conftest.
+
+FIGURE_PREFIX = "figure:"
+_collected: list[tuple[str, str, dict]] = []  # (test id, outcome, figures), in the order tests ended
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when != "call":
+        return
+    found = {name.removeprefix(FIGURE_PREFIX): value for name, value in report.user_properties
+             if isinstance(name, str) and name.startswith(FIGURE_PREFIX)}
+    if found:
+        _collected.append((report.nodeid, report.outcome, found))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _collected:
+        return
+    terminalreporter.section("fault suite figures")
+    for nodeid, outcome, found in _collected:
+        terminalreporter.write_line(f"{nodeid} [{outcome}]")
+        terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in found.items()))

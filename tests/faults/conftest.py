@@ -3,15 +3,15 @@
 A test reports what it measured with the `figures` fixture: `figures(sent=97, failed=3)`. The
 numbers are printed with the test's output, kept as the test's `record_property` values (so a
 JUnit report carries them), and gathered into a "fault suite figures" section at the end of
-the pytest run, so CI's log shows them whether the tests passed or not.
+the pytest run, so CI's log shows them whether the tests passed or not (the hooks that gather
+them are in tests/conftest.py: under pytest-xdist only the root conftest runs in the controller).
 """
 
 from __future__ import annotations
 
 import pytest
 
-FIGURE_PREFIX = "figure:"
-_collected: list[tuple[str, str, dict]] = []  # (test id, outcome, figures), in the order tests ran
+from tests.conftest import FIGURE_PREFIX
 
 
 @pytest.fixture
@@ -24,21 +24,3 @@ def figures(record_property, request):
         print(f"{request.node.nodeid}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
 
     return note
-
-
-def pytest_runtest_logreport(report) -> None:
-    if report.when != "call":
-        return
-    found = {name.removeprefix(FIGURE_PREFIX): value for name, value in report.user_properties
-             if isinstance(name, str) and name.startswith(FIGURE_PREFIX)}
-    if found:
-        _collected.append((report.nodeid, report.outcome, found))
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if not _collected:
-        return
-    terminalreporter.section("fault suite figures")
-    for nodeid, outcome, found in _collected:
-        terminalreporter.write_line(f"{nodeid} [{outcome}]")
-        terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in found.items()))
