@@ -130,10 +130,12 @@ class CuttingProxy:
     def _to_redis(self, client: socket.socket, upstream: socket.socket) -> None:
         armed = False
         while (data := _recv(client)) and not self.cut:
-            upstream.sendall(data)
             armed = armed or self.marker in data
             if armed and b"EXEC\r\n" in data:
-                self.cut = True  # the answer to this EXEC still goes back; the next command does not
+                # Set before the EXEC goes on, so it is set by the time its answer reaches the app
+                # (the answer still goes back; the next command does not).
+                self.cut = True
+            upstream.sendall(data)
         client.close()
         upstream.close()
 
