@@ -31,10 +31,14 @@ def test_production_refuses_to_start_without_secrets(clean_env):
         Config.from_env()
 
 
+def _production_with_secrets(env) -> None:
+    env.setenv("WPOTP_ENV", "production")
+    env.setenv("SECRET_KEY", "s" * 40)
+    env.setenv("OTP_HASH_KEY", "h" * 40)
+
+
 def test_production_refuses_insecure_cookies(clean_env):
-    clean_env.setenv("WPOTP_ENV", "production")
-    clean_env.setenv("SECRET_KEY", "s" * 40)
-    clean_env.setenv("OTP_HASH_KEY", "h" * 40)
+    _production_with_secrets(clean_env)
     clean_env.setenv("SESSION_COOKIE_SECURE", "false")
     with pytest.raises(ConfigError, match="SESSION_COOKIE_SECURE"):
         Config.from_env()
@@ -89,9 +93,7 @@ def test_a_malformed_password_hash_method_stops_start_up(clean_env, value):
 
 
 def test_production_refuses_a_password_hash_weaker_than_the_default(clean_env):
-    clean_env.setenv("WPOTP_ENV", "production")
-    clean_env.setenv("SECRET_KEY", "s" * 40)
-    clean_env.setenv("OTP_HASH_KEY", "h" * 40)
+    _production_with_secrets(clean_env)
     assert Config.from_env().PASSWORD_HASH_METHOD == "scrypt"
     clean_env.setenv("PASSWORD_HASH_METHOD", "pbkdf2:sha256:1")
     with pytest.raises(ConfigError, match="PASSWORD_HASH_METHOD"):
