@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
 from flask import Flask, Response, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -25,11 +24,12 @@ from ..errors import (
     WpotpError,
 )
 from ..extensions import db
+from ..otp.service import QUEUE_OUTAGES
 from .ratelimit import measure_window
 
 log = logging.getLogger("wpotp.api")
 
-OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError, InterfaceError)
+OUTAGES = (*QUEUE_OUTAGES, OperationalError, InterfaceError)  # Redis or the database unreachable
 
 
 def envelope(err: WpotpError) -> Response:

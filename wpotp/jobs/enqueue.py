@@ -13,8 +13,6 @@ from ..extensions import get_queue, redis_client
 from ..util import random_base62
 
 SEND_JOB = "wpotp.jobs.send.send_otp_job"
-
-
 WORKERS_KEY = "wpotp:workers"  # the ids of worker processes seen lately (each alive while its key lives)
 
 
@@ -60,8 +58,10 @@ def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:
     Its status alone is not enough: a worker killed between popping a job off its queue and
     starting it leaves the job `queued` in no queue, and one killed mid-job leaves it `started`
     for minutes. So a waiting job must still be where it waits, and a started one must belong
-    to a worker process that is alive (wpotp's workers say so in Redis every few seconds; for a
-    worker of another kind, one started longer ago than `started_grace` seconds counts as dead).
+    to an RQ worker that its process still names as running (wpotp's worker processes say so in
+    Redis every few seconds; a slot's worker replaced after a Redis outage is no longer named;
+    for a worker of another kind, one started longer ago than `started_grace` seconds counts as
+    dead).
     With a grace of 0 a started job counts as over: the caller knows it by other means (a lease).
     """
     if job_id is None:

@@ -187,14 +187,16 @@ class WorkerProcess:
     def _hand_back_interrupted(self, worker: Worker) -> None:
         """The job a stopped worker was inside did not finish as far as RQ knows: queue it again
         (jobs are safe to run twice; one that had done its work finds nothing left to do)."""
-        job = worker.job_in_flight
-        if job is None:
-            return
+        if worker.job_in_flight is not None:
+            self._hand_back(worker.job_in_flight, "was interrupted")
+
+    def _hand_back(self, job: Job, why: str) -> None:
         try:
             hand_back(job)
-            log.warning("worker %s: job %s was interrupted; handed back", worker.name, job.id)
+            log.warning("worker %s: job %s %s; handed back", self.process_id, job.id, why)
         except redis.RedisError:
-            log.error("worker %s: job %s could not be handed back; the sweep rescues it", worker.name, job.id)
+            log.error("worker %s: job %s %s and could not be handed back (Redis away); the sweep rescues it",
+                      self.process_id, job.id, why)
 
     def _wait_for_redis(self) -> None:
         delay = 0.5
@@ -207,7 +209,8 @@ class WorkerProcess:
                 delay = min(delay * 2, 5.0)
 
     def _beat(self) -> None:
-        """Say this process is alive (the sweep's test for a killed worker's jobs)."""
+        """Say this process is alive, and which RQ workers run its jobs (the sweep's test for a
+        killed or replaced worker's jobs; /readyz counts the processes)."""
         try:
             with self.app.app_context():
                 note_worker_alive(self.process_id, ALIVE_TTL, [w.name for w in self.workers.values()])
@@ -254,12 +257,7 @@ class WorkerProcess:
         left = self._in_flight()
         with self.app.app_context():
             for job in left:
-                try:
-                    hand_back(job)
-                    log.warning("worker %s: job %s did not finish in time; handed back", self.process_id, job.id)
-                except redis.RedisError:
-                    log.error("worker %s: job %s could not be handed back (Redis away); the sweep rescues it",
-                              self.process_id, job.id)
+                self._hand_back(job, "did not finish in time")
             with contextlib.suppress(redis.RedisError):
                 note_worker_gone(self.process_id)
         log.info("worker %s: stopped", self.process_id)
