@@ -50,7 +50,6 @@ def create_app(config: Config | None = None) -> Flask:
     from .console import bp as console_bp
     from .health import bp as health_bp
     from .inbound import bp as inbound_bp
-    from .webhooks import events as _webhook_fan_out  # noqa: F401  (registers the after-commit hook)
 
     login_manager.user_loader(lambda user_id: db.session.get(models.User, user_id))
     csrf.exempt(api_bp)  # the API authenticates with keys, not cookies

@@ -25,6 +25,7 @@ from .otp.phones import normalize_recipient
 from .otp.service import QUEUE_OUTAGES, provider_for
 from .providers import OutboundTemplate, ProviderError, get_provider
 from .util import new_id, random_base62, utcnow
+from .webhooks.events import commit_and_queue
 
 MESSAGE_JOB = "wpotp.jobs.send.send_message_job"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
@@ -83,14 +84,14 @@ def send_message(app: App, api_key: ApiKey, req: MessageRequest) -> Message:
     db.session.flush()
     record_message_event(message, "message.queued", at=now, status=MessageStatus.QUEUED)
     consume([app_daily_limit(app)])  # counted once the row is in; a refusal rolls it back
-    db.session.commit()
+    commit_and_queue()
     try:
         enqueue_message(message.id, delay=0)
     except QUEUE_OUTAGES as exc:  # only an unreachable queue undoes the insert; other errors are 500s
         db.session.rollback()
         db.session.execute(Event.__table__.delete().where(Event.message_id == message.id))
         db.session.execute(Message.__table__.delete().where(Message.id == message.id))
-        db.session.commit()
+        commit_and_queue()
         raise ServiceUnavailable("The queue is unavailable; the message was not created. Retry.") from exc
     return message
 
@@ -137,7 +138,7 @@ def deliver_message(message_id: str, try_number: int = 1) -> str:
         record_send(provider.name, started, message_id=message.id, error=exc)
         delay = retry_delay(exc, try_number)
         if delay is not None and (message.expires_at - utcnow()).total_seconds() > delay:
-            db.session.commit()
+            commit_and_queue()
             enqueue_message(message.id, try_number + 1, delay)
             return "retrying"
         _finish(message, MessageStatus.FAILED, "failed_at", str(exc))
@@ -150,7 +151,7 @@ def deliver_message(message_id: str, try_number: int = 1) -> str:
         .execution_options(synchronize_session=False)).rowcount == 1
     if moved:
         record_message_event(message, "message.sent", at=now, status=MessageStatus.SENT, provider=provider.name)
-    db.session.commit()
+    commit_and_queue()
     replay_early_receipts(provider.name, result.provider_message_id)  # receipts that beat this commit
     if moved:
         provider.after_sent(outbound, result)
@@ -168,7 +169,7 @@ def _finish(message: Message, status: MessageStatus, column: str, error: str | N
     if moved:
         extra = {"error": error[:500]} if error else {}
         record_message_event(message, f"message.{status.lower()}", at=now, status=status, **extra)
-    db.session.commit()
+    commit_and_queue()
 
 
 def expire_due_messages(limit: int = 500) -> int:

@@ -22,6 +22,7 @@ from ..providers import OutboundOtp, Provider, ProviderError, get_provider
 from ..providers.faults import note_config_fault
 from ..providers.throttle import wait_for_slot
 from ..util import utcnow
+from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
 from .events import record_event, record_message_event
 from .service import expire_one, seal_key
@@ -69,7 +70,7 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     if moved:
         record_event(otp, "otp.sent", at=now, status=OtpStatus.SENT, generation=generation,
                      provider=provider.name)
-    db.session.commit()
+    commit_and_queue()
     replay_early_receipts(provider.name, result.provider_message_id)  # receipts that beat this commit
     if moved:
         provider.after_sent(message, result)
@@ -125,7 +126,7 @@ def _after_failure(otp: Otp, exc: ProviderError, try_number: int) -> str:
     """Retry with backoff while the OTP is alive; otherwise FAILED with the provider's reason."""
     delay = retry_delay(exc, try_number)
     if delay is not None and (otp.expires_at - utcnow()).total_seconds() > delay:
-        db.session.commit()
+        commit_and_queue()
         enqueue_send(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
         return "retrying"
     _fail(otp, str(exc))
@@ -143,7 +144,7 @@ def _fail(otp: Otp, reason: str, at: datetime | None = None) -> bool:
     if moved:
         record_event(otp, "otp.failed", at=now, status=OtpStatus.FAILED, generation=otp.generation,
                      error=reason[:500])
-    db.session.commit()
+    commit_and_queue()
     redis_client.conn.delete(seal_key(otp.id, otp.generation))
     return moved
 
@@ -184,7 +185,7 @@ def _apply_known(provider_message_id: str, status: str, now: datetime, error: st
     if otp is not None:
         if generation != otp.generation:
             record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, superseded=True)
-            db.session.commit()
+            commit_and_queue()
             return False
         return _apply(Otp, otp, (Otp.generation == generation,), status, now, error,
                       lambda row, **data: record_event(row, f"otp.{status}", at=now, generation=generation, **data))
@@ -285,7 +286,7 @@ def _apply(model, row, same_message: tuple, status: str, now: datetime, error: s
     )
     db.session.refresh(row)  # same transaction: the status this receipt left
     record(row, status=row.status, **({"error": values["error"]} if status == "failed" else {}))
-    db.session.commit()
+    commit_and_queue()
     return True
 
 

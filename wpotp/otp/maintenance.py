@@ -18,7 +18,7 @@ from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send, job_alive, send_job_key
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
-from ..webhooks.events import owe_deliveries
+from ..webhooks.events import commit_and_queue, owe_deliveries
 from .delivery import _fail
 from .service import seal_key
 
@@ -57,7 +57,7 @@ def expire_due() -> int:
                           data={"status": OtpStatus.EXPIRED, "generation": row.generation})
             db.session.add(event)
             owe_deliveries(event)
-        db.session.commit()
+        commit_and_queue()
         total += len(rows)
         if len(rows) < BATCH:
             return total

@@ -36,6 +36,7 @@ from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send
 from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, VerifyAttempt
 from ..util import new_id, utcnow
+from ..webhooks.events import commit_and_queue
 from .codes import code_matches, generate_code, hash_code, seal_code
 from .events import record_event
 from .limits import consume_send
@@ -110,7 +111,7 @@ def commit_keeping_loaded() -> None:
     session = db.session()
     session.expire_on_commit = False
     try:
-        session.commit()
+        commit_and_queue()
     finally:
         session.expire_on_commit = True
 
@@ -171,7 +172,7 @@ def _undo_hand_off(otp: Otp, generation: int, revert_to: dict | None) -> None:
                                                Event.data["generation"].as_integer() == generation))
         db.session.execute(update(Otp).where(Otp.id == otp.id, Otp.generation == generation)
                            .values(revert_to).execution_options(synchronize_session=False))
-    db.session.commit()
+    commit_and_queue()
 
 
 # --- read ---------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> Otp:
             remaining = _spend_attempt(otp, now)
             if remaining is not None:
                 _record_attempt(otp, "invalid_code", ip, now)
-                db.session.commit()
+                commit_and_queue()
                 raise _invalid_code(remaining)
     if problem is None:
         # Lost a race (another verify, a resend, a cancel): say what the row says now.
@@ -238,7 +239,7 @@ def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> Otp:
         problem = blocker(otp, now) or (_replaced_by_resend() if _superseded(otp, code)
                                         else _invalid_code(otp.attempts_remaining))
     _record_attempt(otp, _attempt_result(problem), ip, now)
-    db.session.commit()
+    commit_and_queue()
     raise problem
 
 
@@ -336,7 +337,7 @@ def resend_otp(app: App, otp_id: str) -> Otp:
                                                "Another resend of this OTP just happened.")
     record_event(otp, "otp.resent", at=now, status=OtpStatus.QUEUED, generation=generation)
     consume_send(app, otp.recipient)  # a refusal rolls the resend back
-    db.session.commit()
+    commit_and_queue()
     db.session.refresh(otp)
     _hand_to_worker(otp, code, revert_to=before)
     return otp
@@ -381,7 +382,7 @@ def cancel_otp(app: App, otp_id: str) -> Otp:
             return otp
         raise blocker(otp, now) or OtpCanceled()
     record_event(otp, "otp.canceled", at=now, status=OtpStatus.CANCELED, generation=otp.generation)
-    db.session.commit()
+    commit_and_queue()
     db.session.refresh(otp)
     redis_client.conn.delete(seal_key(otp.id, otp.generation))
     return otp
@@ -400,6 +401,6 @@ def expire_one(otp: Otp, within: timedelta = timedelta(0)) -> bool:
     changed = db.session.execute(stmt).rowcount == 1
     if changed:
         record_event(otp, "otp.expired", at=now, status=OtpStatus.EXPIRED, generation=otp.generation)
-    db.session.commit()
+    commit_and_queue()
     db.session.refresh(otp)
     return changed

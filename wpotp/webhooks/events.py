@@ -1,13 +1,16 @@
 """Fan-out: every new public event owes a delivery to its app's endpoint, written in the same
-transaction as the event (an outbox), and queued once that transaction commits."""
+transaction as the event (an outbox), and queued once that transaction commits.
+
+Nothing here runs by itself: the writer of an event calls `owe_deliveries` (wpotp.otp.events
+does) and commits with `commit_and_queue`, which queues what the committed transaction owes.
+A transaction committed any other way leaves its deliveries to the sweep (`rescue_due`).
+"""
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ..cache import cached
 from ..extensions import db
@@ -20,11 +23,12 @@ PUBLIC_EVENTS = (
     "otp.sent", "otp.delivered", "otp.read", "otp.verified", "otp.failed", "otp.expired", "otp.canceled",
     "message.sent", "message.delivered", "message.read", "message.failed",
 )
-_TO_QUEUE = "wpotp_webhooks_to_queue"
+_OWED = "wpotp_owed_deliveries"  # session.info: (the transaction, the delivery ids it owes)
 
 
 def owe_deliveries(evt: Event) -> None:
-    """Add the delivery this event owes, if its app's endpoint wants it. Call before commit."""
+    """Add the delivery this event owes, if its app's endpoint wants it, to the session's
+    transaction; `commit_and_queue` queues it once that transaction has committed."""
     if evt.type not in PUBLIC_EVENTS or (evt.data or {}).get("superseded"):
         return
     endpoint = _endpoint(evt.app_id)
@@ -35,32 +39,45 @@ def owe_deliveries(evt: Event) -> None:
                                url=endpoint.url, status="pending", attempts=0, next_attempt_at=evt.created_at,
                                created_at=evt.created_at)
     db.session.add(delivery)
-    db.session.info.setdefault(_TO_QUEUE, []).append(delivery.id)
+    owe(delivery.id)
+
+
+def owe(delivery_id: str) -> None:
+    """Note a delivery row written in the session's current transaction, to queue after its commit."""
+    session = db.session()
+    transaction = session.get_transaction()
+    owed = session.info.get(_OWED)
+    if owed is None or owed[0] is not transaction:  # a new transaction: what an earlier one owed is gone
+        owed = session.info[_OWED] = (transaction, [])
+    owed[1].append(delivery_id)
+
+
+def commit_and_queue() -> None:
+    """Commit the session, then queue the webhook deliveries its transaction wrote.
+
+    Only ids owed by the very transaction that committed are queued (one rolled back before
+    leaves nothing behind). Redis away: the deliveries are pending rows, and the sweep queues
+    them when they are due.
+    """
+    session = db.session()
+    transaction = session.get_transaction()
+    owed = session.info.pop(_OWED, None)
+    session.commit()
+    if owed is None or owed[0] is not transaction or not owed[1]:
+        return
+    from .delivery import enqueue_delivery
+
+    try:
+        for delivery_id in owed[1]:
+            enqueue_delivery(delivery_id)
+    except Exception:  # noqa: BLE001  (the rows are committed: the sweep finds them)
+        log.exception("could not queue %d webhook deliveries; the sweep will", len(owed[1]))
 
 
 def _endpoint(app_id: str) -> WebhookEndpoint | None:
     """The app's endpoint, from the process's configuration cache (wpotp.cache)."""
     return cached(("webhook_endpoint", app_id), lambda s: s.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.app_id == app_id)).first(), keep_misses=True)
-
-
-@sa_event.listens_for(Session, "after_commit")
-def _queue_after_commit(session: Session) -> None:
-    ids = session.info.pop(_TO_QUEUE, None)
-    if not ids:
-        return
-    from .delivery import enqueue_delivery
-
-    try:
-        for delivery_id in ids:
-            enqueue_delivery(delivery_id)
-    except Exception:  # Redis away: the sweep finds pending deliveries that are due
-        log.exception("could not queue %d webhook deliveries; the sweep will", len(ids))
-
-
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_TO_QUEUE, None)
 
 
 def payload(evt: Event) -> dict:
