@@ -36,7 +36,7 @@ def verify(otp_id: str):
 @bp.get("/otp/<otp_id:otp_id>")
 def show(otp_id: str):
     _key, app = require_key()
-    return jsonify(otp_detail(service.get_otp(app, otp_id)))
+    return jsonify(otp_detail(service.get_otp(app, otp_id, with_timeline=True)))
 
 
 @bp.post("/otp/<otp_id:otp_id>/resend")

@@ -6,10 +6,11 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import Event, Message, Otp, Template, VerifyAttempt
+from ..otp.store import OtpView
 from ..util import iso
 
 
-def otp_summary(otp: Otp) -> dict:
+def otp_summary(otp: Otp | OtpView) -> dict:
     return {
         "id": otp.id,
         "status": otp.status,
@@ -21,7 +22,7 @@ def otp_summary(otp: Otp) -> dict:
     }
 
 
-def otp_detail(otp: Otp, with_timeline: bool = True) -> dict:
+def otp_detail(otp: Otp | OtpView, with_timeline: bool = True) -> dict:
     data = otp_summary(otp)
     data.update({
         "language": otp.language,
@@ -40,7 +41,10 @@ def otp_detail(otp: Otp, with_timeline: bool = True) -> dict:
         "error": otp.error,
     })
     if with_timeline:
-        data["timeline"] = timeline(Event.otp_id == otp.id)
+        # An OtpView read with its events (wpotp.otp.store.read_otp) carries them: no second query.
+        events = getattr(otp, "timeline", None)
+        data["timeline"] = ([event_item(e) for e in events] if events is not None
+                            else timeline(Event.otp_id == otp.id))
     return data
 
 

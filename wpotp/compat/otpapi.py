@@ -272,7 +272,7 @@ def status():
     _key, app = authorise()
     mine = parse(app, ByIdQuery)
     translate(None, mine, {})
-    return jsonify(verification(service.get_otp(app, mine.verification_id)))
+    return jsonify(verification(service.get_otp(app, mine.verification_id, with_timeline=True)))
 
 
 @bp.get("/otp/list")

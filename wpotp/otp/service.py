@@ -16,7 +16,6 @@ import redis
 from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import (
     CountryNotAllowed,
@@ -34,9 +33,10 @@ from ..errors import (
 )
 from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send
-from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, VerifyAttempt
+from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
+from . import store
 from .codes import code_matches, generate_code, hash_code, seal_code
 from .events import record_event
 from .limits import consume_send
@@ -67,8 +67,9 @@ def provider_for(api_key: ApiKey) -> str:
 
 # --- send ---------------------------------------------------------------------------------------
 
-def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[Otp, bool]:
-    """Create and queue an OTP. Returns (otp, created); created is False for a reused reference."""
+def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[store.OtpView | Otp, bool]:
+    """Create and queue an OTP. Returns (otp, created); created is False for a reused reference
+    (then the OTP is the ORM row found by reference; a new one is the values written)."""
     recipient, country = normalize_recipient(req.recipient)
     allowed = app.allowed_country_set()
     if allowed and country not in allowed:
@@ -82,38 +83,26 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[Otp, bool]:
     code = req.code or generate_code(req.length or app.otp_length)
     ttl = req.ttl or app.otp_ttl
     now = utcnow()
-    otp = Otp(app_id=app.id, api_key_id=api_key.id, mode=api_key.mode, provider=provider_for(api_key),
-              recipient=recipient, country=country, reference=req.reference, footer=req.footer,
-              template_id=template.id,
-              language=template.language, code_length=len(code), status=OtpStatus.QUEUED, attempts=0,
-              max_attempts=app.max_attempts, generation=1, ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl),
-              created_at=now, last_sent_at=now)
-    otp.id = new_id("otp")
-    otp.code_hash = hash_code(otp.id, code)
-    db.session.add(otp)
+    otp_id = new_id("otp")
+    values = dict(id=otp_id, app_id=app.id, api_key_id=api_key.id, mode=api_key.mode, provider=provider_for(api_key),
+                  recipient=recipient, country=country, reference=req.reference, footer=req.footer,
+                  template_id=template.id, language=template.language, code_hash=hash_code(otp_id, code),
+                  code_length=len(code), status=OtpStatus.QUEUED, attempts=0, max_attempts=app.max_attempts,
+                  generation=1, ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl), created_at=now,
+                  last_sent_at=now)
     try:
-        db.session.flush()  # the row before its event (no ORM relationship orders them)
+        otp = store.insert_otp(db.session.connection(), values, "otp.queued",
+                               {"status": OtpStatus.QUEUED, "generation": 1})
     except IntegrityError:
         # Another request took this reference between our look-up and our insert.
         db.session.rollback()
         return _reused_after_race(app, req.reference, recipient)
-    record_event(otp, "otp.queued", at=now, status=OtpStatus.QUEUED, generation=1)
     # Counted only once the row is in (a request that loses a reference race spends nothing);
     # a refusal rolls the row back.
     consume_send(app, recipient)
-    commit_keeping_loaded()  # the row is exactly what we wrote: answering it needs no SELECT
+    commit_and_queue()  # the answer is the values written: no SELECT back
     _hand_to_worker(otp, code)
     return otp, True
-
-
-def commit_keeping_loaded() -> None:
-    """Commit without expiring loaded objects, for rows this transaction wrote whole."""
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        commit_and_queue()
-    finally:
-        session.expire_on_commit = True
 
 
 def _reused_after_race(app: App, reference: str | None, recipient: str) -> tuple[Otp, bool]:
@@ -142,7 +131,7 @@ def _active_by_reference(app: App, reference: str, recipient: str) -> Otp | None
 QUEUE_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def _hand_to_worker(otp: Otp, code: str, revert_to: dict | None = None) -> None:
+def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None = None) -> None:
     """After the commit: leave the sealed code for the worker and queue the send.
 
     If Redis cannot be reached here the change is undone, so the caller's 503 leaves nothing
@@ -162,7 +151,7 @@ def _hand_to_worker(otp: Otp, code: str, revert_to: dict | None = None) -> None:
         raise ServiceUnavailable("The queue is unavailable; nothing was sent or changed. Retry.") from exc
 
 
-def _undo_hand_off(otp: Otp, generation: int, revert_to: dict | None) -> None:
+def _undo_hand_off(otp: Otp | store.OtpView, generation: int, revert_to: dict | None) -> None:
     db.session.rollback()
     if revert_to is None:
         db.session.execute(delete(Event).where(Event.otp_id == otp.id))
@@ -180,14 +169,23 @@ def _undo_hand_off(otp: Otp, generation: int, revert_to: dict | None) -> None:
 OTP_ID = re.compile(r"^otp_[0-9A-Za-z]{1,36}$")
 
 
-def get_otp(app: App, otp_id: str) -> Otp:
+def get_otp(app: App, otp_id: str, with_timeline: bool = False) -> store.OtpView:
+    """The app's OTP as plain values (one Core SELECT; with its events when `with_timeline`)."""
+    otp = store.read_otp(db.session.connection(), app.id, otp_id, with_timeline) if OTP_ID.match(otp_id) else None
+    if otp is None:
+        raise OtpNotFound(details={"id": otp_id[:64]})
+    return otp
+
+
+def _load_otp(app: App, otp_id: str) -> Otp:
+    """The app's OTP as an ORM object, for the paths that are not hot (resend, cancel)."""
     otp = db.session.get(Otp, otp_id) if OTP_ID.match(otp_id) else None
     if otp is None or otp.app_id != app.id:
         raise OtpNotFound(details={"id": otp_id[:64]})
     return otp
 
 
-def blocker(otp: Otp, now: datetime) -> WpotpError | None:
+def blocker(otp: Otp | store.OtpView, now: datetime) -> WpotpError | None:
     """Why this OTP cannot be verified or resent now, or None."""
     if otp.status == OtpStatus.VERIFIED:
         return OtpAlreadyVerified()
@@ -204,41 +202,41 @@ def blocker(otp: Otp, now: datetime) -> WpotpError | None:
 
 # --- verify -------------------------------------------------------------------------------------
 
-def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> Otp:
+def verify_otp(app: App, otp_id: str, code: str, ip: str | None) -> store.OtpView:
     """Check a code (SPEC §4); every call is recorded as a verify attempt, whatever it answers.
 
     A wrong code spends one attempt (compare-and-set). A code a resend replaced spends none and
     answers OTP_CANCELED "replaced by a resend": the user typed the code of an earlier message,
     which tells a guesser nothing, and hearing "invalid" would wrongly suggest a typo.
+
+    The read, then one statement on PostgreSQL (wpotp.otp.store): the compare-and-set with its
+    attempt row (and, for a right code, its event and outbox row), then the commit.
     """
+    conn = db.session.connection()
     otp = get_otp(app, otp_id)
     now = utcnow()
     problem = blocker(otp, now)
     if problem is None:
         if code_matches(otp.id, code, otp.code_hash):
-            if _claim_verified(otp, now):
-                _record_attempt(otp, "verified", ip, now)
-                record_event(otp, "otp.verified", at=now, status=OtpStatus.VERIFIED, generation=otp.generation)
-                # The row is what the compare-and-set wrote: no SELECT to read it back.
-                set_committed_value(otp, "status", OtpStatus.VERIFIED)
-                set_committed_value(otp, "verified_at", now)
-                commit_keeping_loaded()
-                return otp
+            verified = store.claim_verified(conn, otp, now, ip)
+            if verified is not None:
+                commit_and_queue()
+                return verified
         elif _superseded(otp, code):
             problem = _replaced_by_resend()
         else:
-            remaining = _spend_attempt(otp, now)
+            remaining = store.spend_attempt(conn, otp, now, ip)
             if remaining is not None:
-                _record_attempt(otp, "invalid_code", ip, now)
                 commit_and_queue()
                 raise _invalid_code(remaining)
     if problem is None:
         # Lost a race (another verify, a resend, a cancel): say what the row says now.
         db.session.rollback()
-        db.session.refresh(otp)
+        conn = db.session.connection()
+        otp = get_otp(app, otp_id)
         problem = blocker(otp, now) or (_replaced_by_resend() if _superseded(otp, code)
                                         else _invalid_code(otp.attempts_remaining))
-    _record_attempt(otp, _attempt_result(problem), ip, now)
+    store.record_attempt(conn, otp, _attempt_result(problem), ip, now)
     commit_and_queue()
     raise problem
 
@@ -262,36 +260,11 @@ def _attempt_result(problem: WpotpError) -> str:
     return problem.code.lower()
 
 
-def _superseded(otp: Otp, code: str) -> bool:
+def _superseded(otp: Otp | store.OtpView, code: str) -> bool:
     """Whether `code` is one a resend replaced. Every stored hash is compared (constant time
     each, no early exit), so the answer's timing does not say which send it came from."""
     matches = [code_matches(otp.id, code, old) for old in (otp.superseded_code_hashes or "").split()]
     return any(matches)
-
-
-def _claim_verified(otp: Otp, now: datetime) -> bool:
-    stmt = (update(Otp)
-            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.attempts < Otp.max_attempts,
-                   Otp.expires_at > now, Otp.code_hash == otp.code_hash)
-            .values(status=OtpStatus.VERIFIED, verified_at=now)
-            .execution_options(synchronize_session=False))
-    return db.session.execute(stmt).rowcount == 1
-
-
-def _spend_attempt(otp: Otp, now: datetime) -> int | None:
-    """Spend one attempt if any is left; returns the attempts remaining after it, or None."""
-    stmt = (update(Otp)
-            .where(Otp.id == otp.id, Otp.status.in_(ACTIVE_STATUSES), Otp.attempts < Otp.max_attempts,
-                   Otp.expires_at > now)
-            .values(attempts=Otp.attempts + 1)
-            .returning(Otp.attempts, Otp.max_attempts)
-            .execution_options(synchronize_session=False))
-    row = db.session.execute(stmt).first()
-    return None if row is None else row.max_attempts - row.attempts
-
-
-def _record_attempt(otp: Otp, result: str, ip: str | None, now: datetime) -> None:
-    db.session.add(VerifyAttempt(otp_id=otp.id, app_id=otp.app_id, result=result, ip=ip, created_at=now))
 
 
 # --- resend -------------------------------------------------------------------------------------
@@ -305,7 +278,7 @@ def resend_otp(app: App, otp_id: str) -> Otp:
     At most RESEND_MAX resends, none sooner than RESEND_INTERVAL seconds after the last send.
     The attempt budget is not renewed, so resending never buys a guesser more tries.
     """
-    otp = get_otp(app, otp_id)
+    otp = _load_otp(app, otp_id)
     now = utcnow()
     problem = blocker(otp, now)
     if problem is not None:
@@ -364,7 +337,7 @@ def _snapshot(otp: Otp) -> dict:
 
 def cancel_otp(app: App, otp_id: str) -> Otp:
     """Cancel an active OTP. Canceling a canceled OTP answers it again (idempotent)."""
-    otp = get_otp(app, otp_id)
+    otp = _load_otp(app, otp_id)
     now = utcnow()
     if otp.status == OtpStatus.CANCELED:
         return otp

@@ -9,6 +9,7 @@ A transaction committed any other way leaves its deliveries to the sweep (`rescu
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -29,17 +30,25 @@ _OWED = "wpotp_owed_deliveries"  # session.info: (the transaction, the delivery 
 def owe_deliveries(evt: Event) -> None:
     """Add the delivery this event owes, if its app's endpoint wants it, to the session's
     transaction; `commit_and_queue` queues it once that transaction has committed."""
-    if evt.type not in PUBLIC_EVENTS or (evt.data or {}).get("superseded"):
-        return
-    endpoint = _endpoint(evt.app_id)
-    if endpoint is None or evt.type not in endpoint.events:
+    values = owed_delivery(evt.app_id, evt.id, evt.type, evt.data, evt.created_at)
+    if values is None:
         return
     db.session.flush()  # the event row first: the delivery refers to it
-    delivery = WebhookDelivery(id=new_id("whd"), app_id=evt.app_id, event_id=evt.id, event_type=evt.type,
-                               url=endpoint.url, status="pending", attempts=0, next_attempt_at=evt.created_at,
-                               created_at=evt.created_at)
-    db.session.add(delivery)
-    owe(delivery.id)
+    db.session.add(WebhookDelivery(**values))
+    owe(values["id"])
+
+
+def owed_delivery(app_id: str, event_id: str, event_type: str, data: dict | None, at: datetime) -> dict | None:
+    """The webhook_deliveries row (its column values) an event owes, or None if its app's
+    endpoint does not want it. The caller writes the row in the event's transaction and calls
+    `owe` with its id (wpotp.otp.store writes it as Core, `owe_deliveries` through the ORM)."""
+    if event_type not in PUBLIC_EVENTS or (data or {}).get("superseded"):
+        return None
+    endpoint = _endpoint(app_id)
+    if endpoint is None or event_type not in endpoint.events:
+        return None
+    return {"id": new_id("whd"), "app_id": app_id, "event_id": event_id, "event_type": event_type,
+            "url": endpoint.url, "status": "pending", "attempts": 0, "next_attempt_at": at, "created_at": at}
 
 
 def owe(delivery_id: str) -> None:
