@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
-from sqlalchemy import Connection, Insert, Select, insert, literal, select, update
+from sqlalchemy import Connection, Select, bindparam, insert, select, update
 
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus, VerifyAttempt, WebhookDelivery
 from ..util import new_id
@@ -83,6 +83,32 @@ def _one_statement(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+# The statements are built once, with named parameters (`o_<column>` for the OTP, `e_` its event,
+# `d_` its delivery, `a_` a verify attempt): building and cache-keying a statement of thirty
+# values on every call cost more than running it.
+
+def _params(table, prefix: str, names=None) -> dict:
+    return {n: bindparam(prefix + n, type_=table.c[n].type) for n in (names or table.c.keys())}
+
+
+def _prefixed(prefix: str, values: dict) -> dict:
+    return {prefix + k: v for k, v in values.items()}
+
+
+EVENT_COLUMNS = ("id", "app_id", "otp_id", "message_id", "type", "data", "created_at")
+DELIVERY_COLUMNS = ("id", "app_id", "event_id", "event_type", "url", "status", "attempts", "next_attempt_at",
+                    "created_at")
+ATTEMPT_COLUMNS = ("otp_id", "app_id", "result", "ip", "created_at")
+
+_INSERT_OTP = insert(otps).values(_params(otps, "o_", COLUMNS))
+_INSERT_EVENT = insert(events).values(_params(events, "e_", EVENT_COLUMNS))
+_INSERT_DELIVERY = insert(deliveries).values(_params(deliveries, "d_", DELIVERY_COLUMNS))
+_INSERT_ATTEMPT = insert(verify_attempts).values(_params(verify_attempts, "a_", ATTEMPT_COLUMNS))
+# PostgreSQL: the rows of a send in one statement.
+_SEND = _INSERT_EVENT.add_cte(_INSERT_OTP.cte("new_otp"))
+_SEND_OWING = _INSERT_DELIVERY.add_cte(_INSERT_OTP.cte("new_otp"), _INSERT_EVENT.cte("new_event"))
+
+
 # --- send -----------------------------------------------------------------------------------------
 
 def insert_otp(conn: Connection, values: dict, event_type: str, event_data: dict) -> OtpView:
@@ -91,16 +117,15 @@ def insert_otp(conn: Connection, values: dict, event_type: str, event_data: dict
     A reference taken meanwhile raises IntegrityError (the partial unique index), as before."""
     row = {name: values.get(name) for name in COLUMNS}
     event = _event(row["app_id"], row["id"], event_type, event_data, row["created_at"])
-    statements = [insert(otps).values(row), insert(events).values(event)]
+    params = _prefixed("o_", row) | _prefixed("e_", event)
     delivery = owed_delivery(event["app_id"], event["id"], event_type, event_data, event["created_at"])
     if delivery is not None:
-        statements.append(insert(deliveries).values(delivery))
+        params |= _prefixed("d_", delivery)
     if _one_statement(conn):
-        *first, last = statements
-        conn.execute(last.add_cte(*(s.cte(f"w{i}") for i, s in enumerate(first))))
+        conn.execute(_SEND if delivery is None else _SEND_OWING, params)
     else:
-        for statement in statements:
-            conn.execute(statement)
+        for statement in (_INSERT_OTP, _INSERT_EVENT) + ((_INSERT_DELIVERY,) if delivery is not None else ()):
+            conn.execute(statement, params)
     if delivery is not None:
         owe(delivery["id"])
     return OtpView(**row)
@@ -108,17 +133,21 @@ def insert_otp(conn: Connection, values: dict, event_type: str, event_data: dict
 
 # --- read -----------------------------------------------------------------------------------------
 
+_THE_OTP = (otps.c.id == bindparam("r_id"), otps.c.app_id == bindparam("r_app_id"))
+_READ = select(otps).where(*_THE_OTP)
+_READ_WITH_TIMELINE = (
+    select(otps, events.c.id.label("evt_id"), events.c.type.label("evt_type"), events.c.data.label("evt_data"),
+           events.c.created_at.label("evt_created_at"))
+    .outerjoin(events, events.c.otp_id == otps.c.id).where(*_THE_OTP).order_by(events.c.created_at, events.c.id))
+
+
 def read_otp(conn: Connection, app_id: str, otp_id: str, with_timeline: bool = False) -> OtpView | None:
     """One SELECT: the app's OTP, and with `with_timeline` its events (oldest first) joined to it."""
+    params = {"r_id": otp_id, "r_app_id": app_id}
     if not with_timeline:
-        row = conn.execute(select(otps).where(otps.c.id == otp_id, otps.c.app_id == app_id)).first()
+        row = conn.execute(_READ, params).first()
         return None if row is None else OtpView(**row._mapping)
-    query = (select(otps, events.c.id.label("evt_id"), events.c.type.label("evt_type"),
-                    events.c.data.label("evt_data"), events.c.created_at.label("evt_created_at"))
-             .outerjoin(events, events.c.otp_id == otps.c.id)
-             .where(otps.c.id == otp_id, otps.c.app_id == app_id)
-             .order_by(events.c.created_at, events.c.id))
-    rows = conn.execute(query).all()
+    rows = conn.execute(_READ_WITH_TIMELINE, params).all()
     if not rows:
         return None
     first = rows[0]._mapping
@@ -139,21 +168,53 @@ class EventView:
 
 # --- verify ---------------------------------------------------------------------------------------
 
+# The compare-and-sets; their rule is the WHERE clause (`c_id`, `c_now`, `c_code_hash`).
+_NOW = bindparam("c_now", type_=otps.c.expires_at.type)
+_STILL_OPEN = (otps.c.id == bindparam("c_id"), otps.c.status.in_(ACTIVE_STATUSES),
+               otps.c.attempts < otps.c.max_attempts, otps.c.expires_at > _NOW)
+_CLAIM = (update(otps).where(*_STILL_OPEN, otps.c.code_hash == bindparam("c_code_hash"))
+          .values(status=OtpStatus.VERIFIED, verified_at=_NOW).returning(otps.c.id))
+_SPEND = (update(otps).where(*_STILL_OPEN).values(attempts=otps.c.attempts + 1)
+          .returning(otps.c.attempts, otps.c.max_attempts))
+
+
+def _if_changed(change, *rows: tuple[str, object, tuple[str, ...]]) -> Select:
+    """PostgreSQL: the compare-and-set `change` and, only if it matched, the rows
+    ((parameter prefix, table, columns) each: `INSERT … SELECT … FROM` the change), in one
+    statement that returns the change's RETURNING."""
+    changed = change.cte("changed")
+    inserts = []
+    for i, (prefix, table, names) in enumerate(rows):
+        source = select(*(bindparam(prefix + n, type_=table.c[n].type) for n in names)).select_from(changed)
+        inserts.append(insert(table).from_select(list(names), source).cte(f"row{i}"))
+    return select(*changed.c).add_cte(*inserts)
+
+
+_ATTEMPT_ROW = ("a_", verify_attempts, ATTEMPT_COLUMNS)
+_EVENT_ROW = ("e_", events, EVENT_COLUMNS)
+_DELIVERY_ROW = ("d_", deliveries, DELIVERY_COLUMNS)
+_CLAIM_WITH_ROWS = _if_changed(_CLAIM, _ATTEMPT_ROW, _EVENT_ROW)
+_CLAIM_WITH_ROWS_OWING = _if_changed(_CLAIM, _ATTEMPT_ROW, _EVENT_ROW, _DELIVERY_ROW)
+_SPEND_WITH_ROW = _if_changed(_SPEND, _ATTEMPT_ROW)
+
+
 def claim_verified(conn: Connection, otp: OtpView, now: datetime, ip: str | None) -> OtpView | None:
     """Mark the OTP VERIFIED if it still can be (active, attempts left, unexpired, the same code),
     with its `verified` attempt, its otp.verified event and the delivery that owes: one statement
     on PostgreSQL. Returns the verified OTP, or None if the compare-and-set lost a race."""
-    claim = (update(otps)
-             .where(otps.c.id == otp.id, otps.c.status.in_(ACTIVE_STATUSES), otps.c.attempts < otps.c.max_attempts,
-                    otps.c.expires_at > now, otps.c.code_hash == otp.code_hash)
-             .values(status=OtpStatus.VERIFIED, verified_at=now))
     data = {"status": OtpStatus.VERIFIED, "generation": otp.generation}
     event = _event(otp.app_id, otp.id, "otp.verified", data, now)
     delivery = owed_delivery(otp.app_id, event["id"], "otp.verified", data, now)
-    owed = [(verify_attempts, _attempt(otp, "verified", ip, now)), (events, event)]
+    params = ({"c_id": otp.id, "c_now": now, "c_code_hash": otp.code_hash}
+              | _prefixed("a_", _attempt(otp, "verified", ip, now)) | _prefixed("e_", event))
     if delivery is not None:
-        owed.append((deliveries, delivery))
-    if not _change_with_rows(conn, claim.returning(otps.c.id), owed):
+        params |= _prefixed("d_", delivery)
+    if _one_statement(conn):
+        row = conn.execute(_CLAIM_WITH_ROWS if delivery is None else _CLAIM_WITH_ROWS_OWING, params).first()
+    else:
+        row = _then_rows(conn, _CLAIM, params, _INSERT_ATTEMPT, _INSERT_EVENT,
+                         *((_INSERT_DELIVERY,) if delivery is not None else ()))
+    if row is None:
         return None
     if delivery is not None:
         owe(delivery["id"])
@@ -164,45 +225,29 @@ def spend_attempt(conn: Connection, otp: OtpView, now: datetime, ip: str | None)
     """A wrong code: spend one attempt if any is left (compare-and-set) and record the
     `invalid_code` attempt with it. Returns the attempts remaining after it, or None if none
     could be spent (the caller says why)."""
-    spend = (update(otps)
-             .where(otps.c.id == otp.id, otps.c.status.in_(ACTIVE_STATUSES), otps.c.attempts < otps.c.max_attempts,
-                    otps.c.expires_at > now)
-             .values(attempts=otps.c.attempts + 1)
-             .returning(otps.c.attempts, otps.c.max_attempts))
-    row = _change_with_rows(conn, spend, [(verify_attempts, _attempt(otp, "invalid_code", ip, now))])
+    params = {"c_id": otp.id, "c_now": now} | _prefixed("a_", _attempt(otp, "invalid_code", ip, now))
+    if _one_statement(conn):
+        row = conn.execute(_SPEND_WITH_ROW, params).first()
+    else:
+        row = _then_rows(conn, _SPEND, params, _INSERT_ATTEMPT)
     return None if row is None else row.max_attempts - row.attempts
 
 
 def record_attempt(conn: Connection, otp: OtpView, result: str, ip: str | None, now: datetime) -> None:
     """A verify attempt that changed nothing (a refused one): only its row."""
-    conn.execute(insert(verify_attempts).values(_attempt(otp, result, ip, now)))
+    conn.execute(_INSERT_ATTEMPT, _prefixed("a_", _attempt(otp, result, ip, now)))
 
 
 # --- helpers --------------------------------------------------------------------------------------
 
-def _change_with_rows(conn: Connection, change, rows: list[tuple]):
-    """Run the compare-and-set `change` (an UPDATE … RETURNING) and, only if it matched, insert
-    `rows` ((table, values) pairs). Returns the RETURNING row, or None.
-
-    PostgreSQL: one statement, each row an `INSERT … SELECT … FROM` the change's CTE.
-    SQLite: the UPDATE, then the INSERTs, in the caller's transaction."""
-    if _one_statement(conn):
-        changed = change.cte("changed")
-        inserts = [_insert_from(table, values, changed).cte(f"w{i}") for i, (table, values) in enumerate(rows)]
-        query: Select = select(*changed.c).add_cte(*inserts)
-        return conn.execute(query).first()
-    row = conn.execute(change).first()
+def _then_rows(conn: Connection, change, params: dict, *inserts):
+    """SQLite: the compare-and-set, then (only if it matched) the inserts, in the caller's
+    transaction. Returns the RETURNING row, or None."""
+    row = conn.execute(change, params).first()
     if row is not None:
-        for table, values in rows:
-            conn.execute(insert(table).values(values))
+        for statement in inserts:
+            conn.execute(statement, params)
     return row
-
-
-def _insert_from(table, values: dict, source) -> Insert:
-    """INSERT INTO table SELECT <values> FROM source: one row per row `source` returns."""
-    names = list(values)
-    return insert(table).from_select(
-        names, select(*(literal(values[n], table.c[n].type) for n in names)).select_from(source))
 
 
 def _event(app_id: str, otp_id: str, event_type: str, data: dict, at: datetime) -> dict:
