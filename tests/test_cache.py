@@ -4,11 +4,11 @@ cache, and they share the database and Redis."""
 
 from __future__ import annotations
 
-from sqlalchemy import text, update
+from sqlalchemy import func, select, text, update
 
 from wpotp import cache
 from wpotp.extensions import db
-from wpotp.models import ApiKey, App
+from wpotp.models import ApiKey, App, WebhookDelivery
 from wpotp.util import utcnow
 
 from .api.support import error_of, number, send
@@ -120,3 +120,45 @@ def test_a_key_revoked_on_the_console_of_another_process_is_refused_on_the_next_
     error_of(send(client, key, recipient=number(13)), 401, "unauthorized")
     with other.app_context():
         assert db.session.get(ApiKey, key.key_id).revoked_at is not None
+
+
+# --- the application's own writers announce their changes (no listener on their flushes) ---------
+
+def _console_of(other):
+    admin = create_user(other, "admin@example.com", "admin")
+    console = other.test_client()
+    with console.session_transaction() as sess:
+        sess["_user_id"] = admin.id
+        sess["_fresh"] = True
+    return console
+
+
+def test_an_app_setting_saved_on_the_console_of_another_process_applies_at_once(app, make_app):
+    key = make_key(app)
+    client = app.test_client()
+    assert send(client, key, recipient=number(14)).status_code == 201  # the app is now cached here
+
+    console = _console_of(make_app())
+    response = console.post("/console/settings", data={
+        "csrf_token": form_token(console), "otp_length": "6", "otp_ttl": "300", "max_attempts": "5",
+        "allowed_countries": "DE", "default_language": "en"})
+    assert response.status_code == 302
+
+    error_of(send(client, key, recipient=number(15)), 400, "COUNTRY_NOT_ALLOWED")
+
+
+def test_a_webhook_endpoint_set_by_the_cli_of_another_process_is_owed_the_next_event(app, make_app):
+    key = make_key(app)
+    client = app.test_client()
+    first, second = (send(client, key, recipient=number(i), code="123456").get_json()["id"] for i in (16, 17))
+    assert client.post(f"/v1/otp/{first}/verify", headers=key.headers, json={"code": "123456"}).status_code == 200
+    with app.app_context():  # "no endpoint" is now cached here
+        assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+
+    result = make_app().test_cli_runner().invoke(args=[
+        "wpotp", "set-webhook", "--app", "default", "--url", "https://hooks.example.com/x", "--events", "otp.verified"])
+    assert result.exit_code == 0, result.output
+
+    assert client.post(f"/v1/otp/{second}/verify", headers=key.headers, json={"code": "123456"}).status_code == 200
+    with app.app_context():
+        assert db.session.scalars(select(WebhookDelivery.event_type)).all() == ["otp.verified"]

@@ -41,16 +41,17 @@ def create_app(config: Config | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import cache as _config_cache  # noqa: F401  (registers the change listeners)
     from . import models
     from .api import bp as api_bp
     from .api.errors import register_error_handlers
+    from .cache import watch_bulk_changes
     from .cli import cli
     from .compat import register_compat
     from .console import bp as console_bp
     from .health import bp as health_bp
     from .inbound import bp as inbound_bp
 
+    watch_bulk_changes()  # the one Session listener left: hand-run bulk UPDATEs of cached rows
     login_manager.user_loader(lambda user_id: db.session.get(models.User, user_id))
     csrf.exempt(api_bp)  # the API authenticates with keys, not cookies
     app.register_blueprint(api_bp)

@@ -5,8 +5,9 @@ database round trip plus the ORM cost more than the rest of a typical request. E
 keeps them in memory, detached from any session, and checks on each request or job (one
 Redis GET, once per request or job) that nothing changed since:
 
-- every commit that writes an App, Template or WebhookEndpoint row (through the ORM or an
-  ORM-enabled UPDATE/DELETE) sets the Redis key `wpotp:config-epoch` to a new random value,
+- every writer of an App, Template or WebhookEndpoint row calls `bump_epoch()` after its
+  commit (and an ORM-enabled bulk UPDATE/DELETE of one, run by hand, bumps it on commit: see
+  `watch_bulk_changes`), which sets the Redis key `wpotp:config-epoch` to a new random value,
   so a changed setting is seen by every process on its next request;
 - an entry older than CACHE_MAX_AGE seconds is read again anyway, for rows changed outside
   the application (SQL by hand).
@@ -132,6 +133,12 @@ def bump_epoch() -> None:
 
 
 # --- what changes the cached rows ------------------------------------------------------------
+#
+# The application's writers of App, Template and WebhookEndpoint rows (the console's settings,
+# templates and webhooks pages, the CLI, template sync) call `bump_epoch()` after their commit.
+# One listener remains, for what no writer of ours can announce: an ORM-enabled bulk UPDATE or
+# DELETE of those rows run by hand (a shell, a script, a test) marks its session, and that
+# session's commit bumps the epoch. `watch_bulk_changes` registers it, called by create_app.
 
 def _cached_types() -> tuple[type, ...]:
     from .models import App, Template, WebhookEndpoint
@@ -139,14 +146,15 @@ def _cached_types() -> tuple[type, ...]:
     return (App, Template, WebhookEndpoint)
 
 
-@sa_event.listens_for(Session, "before_flush")
-def _note_changes(session: Session, _context, _instances) -> None:
-    types = _cached_types()
-    if any(isinstance(obj, types) for obj in (*session.new, *session.dirty, *session.deleted)):
-        session.info[_DIRTY] = True
+def watch_bulk_changes() -> None:
+    """Bump the epoch when a session commits an ORM bulk UPDATE/DELETE of a cached table.
+    Process-wide (SQLAlchemy's Session class); calling it again adds nothing."""
+    for name, listener in (("do_orm_execute", _note_bulk_changes), ("after_commit", _publish_changes),
+                           ("after_rollback", _forget_changes)):
+        if not sa_event.contains(Session, name, listener):
+            sa_event.listen(Session, name, listener)
 
 
-@sa_event.listens_for(Session, "do_orm_execute")
 def _note_bulk_changes(state) -> None:
     if state.is_update or state.is_delete:
         mapper = state.bind_mapper
@@ -154,12 +162,10 @@ def _note_bulk_changes(state) -> None:
             state.session.info[_DIRTY] = True
 
 
-@sa_event.listens_for(Session, "after_commit")
 def _publish_changes(session: Session) -> None:
     if session.info.pop(_DIRTY, False):
         bump_epoch()
 
 
-@sa_event.listens_for(Session, "after_rollback")
 def _forget_changes(session: Session) -> None:
     session.info.pop(_DIRTY, None)

@@ -13,6 +13,7 @@ from flask.cli import AppGroup
 from flask_migrate import upgrade
 from sqlalchemy import or_, select, update
 
+from .cache import bump_epoch
 from .extensions import db
 from .models import ApiKey, App, AuditEntry, Event, User
 from .otp.codes import hash_api_key
@@ -50,6 +51,7 @@ def init_command() -> None:
         user.set_password(password)
         db.session.add(user)
     db.session.commit()
+    bump_epoch()  # the default app and templates
     click.echo("database is up to date")
     if password:
         click.echo(f"created admin user {DEFAULT_ADMIN_EMAIL}; its password is on the next line")
@@ -106,6 +108,7 @@ def create_app_command(name: str) -> None:
     app = App(name=name)
     db.session.add(app)
     db.session.commit()
+    bump_epoch()
     click.echo(f"created app {name!r}")
     click.echo(app.id)
 
@@ -213,6 +216,7 @@ def set_webhook_command(app_name: str, url: str, events: str) -> None:
     except ValueError as exc:  # an unknown event, or an unsafe URL (UnsafeUrl)
         raise click.ClickException(str(exc)) from None
     db.session.commit()
+    bump_epoch()
     click.echo(f"webhook for app {app.name!r}: {url} ({len(endpoint.events)} events); "
                "the signing secret is shown once, on the last line")
     click.echo(secret)

@@ -15,6 +15,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 from sqlalchemy import func, select, update
 
+from ..cache import bump_epoch
 from ..cli import issue_key
 from ..extensions import db, redis_client
 from ..models import ApiKey, AuditEntry, Event, Template, User, WebhookAttempt, WebhookDelivery
@@ -224,6 +225,7 @@ def update_settings():
     if changes:
         audit("settings.update", app.id, app=app.name, changes=changes)
         db.session.commit()
+        bump_epoch()  # every process serves the new settings from its next request
         flash(f"Saved {len(changes)} setting(s) of {app.name}.", "success")
     else:
         flash("Nothing changed.", "info")
@@ -310,6 +312,7 @@ def set_webhook():
         return _webhooks_page(form, 400)
     audit("webhook.set", app.id, url=endpoint.url, events=endpoint.events, new_secret=secret is not None)
     db.session.commit()
+    bump_epoch()
     if secret:
         show_once("webhook_secret", {"secret": secret})
     flash(f"Webhook endpoint saved: {endpoint.url}.", "success")
@@ -327,6 +330,7 @@ def rotate_webhook_secret():
     secret = rotate_secret(endpoint)
     audit("webhook.rotate", app.id, prefix=endpoint.secret_prefix)
     db.session.commit()
+    bump_epoch()  # the old secret stops signing in every process
     show_once("webhook_secret", {"secret": secret})
     return redirect(url_for("console.webhooks"))
 

@@ -13,6 +13,7 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
+from ..cache import bump_epoch
 from ..extensions import db
 from ..models import Template
 from ..providers.base import ProviderError
@@ -62,6 +63,7 @@ def sync_templates() -> dict[str, int]:
     db.session.flush()
     ensure_defaults()
     db.session.commit()
+    bump_epoch()  # every process sends with the synced templates from its next request
     return counts
 
 

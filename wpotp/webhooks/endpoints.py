@@ -1,5 +1,6 @@
 """Setting an app's webhook endpoint and rotating its signing secret: shared by the CLI
-(`wpotp set-webhook`) and the console. The caller commits; a new secret is returned once."""
+(`wpotp set-webhook`) and the console. The caller commits, then calls `wpotp.cache.bump_epoch()`
+(the endpoint is cached in every process); a new secret is returned once."""
 
 from __future__ import annotations
 
