@@ -41,12 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from worker_throughput import (  # noqa: E402  (shared with issue 3's benchmark)
     REDIS_URL,
     ROOT,
+    Api,
     GraphDouble,
+    baseline,
     database_url,
     flask,
     pct,
     start_workers,
     stop_workers,
+    throughput,
 )
 
 LUA = ROOT / "bench" / "lua"
@@ -68,7 +71,7 @@ def gunicorn(env: dict, port: int, target: list[str]) -> subprocess.Popen:
         try:
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
             return proc
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy box
             if proc.poll() is not None:
                 raise RuntimeError(f"gunicorn did not start; see {log.name}") from None
             time.sleep(0.2)
@@ -253,15 +256,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=100.0, help="sends/s for the accept -> provider phase")
+    parser.add_argument("--rate", default="100,150", help="sends/s for the accept -> provider phase (one run each)")
+    parser.add_argument("--receipts", default="sent,delivered,read",
+                        help="statuses posted back per message in the steady phase ('' for none)")
     parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument("--worker-messages", type=int, default=2000, help="sends queued for the worker-tier phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of uncounted sends at the same pace first")
     parser.add_argument("--latency", type=float, default=0.15, help="the Graph double's answer time, seconds")
-    parser.add_argument("--phases", default="ceiling,send,verify,show,steady")
+    parser.add_argument("--phases", default="ceiling,send,verify,show,steady,workers")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles (raw, folded stacks) of the "
                         "gunicorn workers during each measured run to this folder; slows what it samples")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
+    rates = [float(r) for r in str(args.rate).split(",") if r]
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         PROFILE["dir"] = args.profile.resolve()
@@ -307,6 +314,7 @@ def main() -> None:
         if "send" in phases:
             wrk(base, key, 3, args.connections, LUA / "send.lua", (0,))  # warm-up
             r = wrk(base, key, args.duration, args.connections, LUA / "send.lua", (500000,), "send")
+            RESULTS["send"] = r
             print(row("POST /v1/otp/send", r, ceiling), flush=True)
         ids = instance / "otp-ids.txt"
         verifiable = max(20000, 1000 * args.duration)
@@ -317,51 +325,221 @@ def main() -> None:
             wrk(base, key, 2, args.connections, LUA / "by_id.lua", (ids, "verify", CODE, 2, verifiable // 4))
             r = wrk(base, key, args.duration, args.connections, LUA / "by_id.lua", (ids, "verify", CODE, 2, 0),
                     "verify")
+            RESULTS["verify"] = r
             print(row("POST /v1/otp/{id}/verify", r, ceiling), flush=True)
         if "show" in phases:
             r = wrk(base, key, args.duration, args.connections, LUA / "by_id.lua", (ids, "show", CODE, 2, 0), "show")
+            RESULTS["show"] = r
             print(row("GET /v1/otp/{id}", r, ceiling), flush=True)
         if "steady" in phases:
             retire_queued(env)
-            workers = start_workers(env, 2)
-            try:
-                time.sleep(4)  # workers up
-                # Warm-up at the same pace, not counted: every worker thread and gunicorn thread opens
-                # its connections and fills its caches on its first jobs (hundreds of ms each).
-                steady_sends(base, key, double, args.rate, args.warmup, 900000, quiet=True)
-                double.reset()
-                spies = profiled("steady", args.steady_seconds + 1, [("worker", w.pid) for w in workers])
-                web_pids = children(proc.pid)
-                worker_pids = [pid for w in workers for pid in (w.pid, *children(w.pid))]
-                load_pids = [os.getpid(), double.proc.pid]  # the client and the Graph double share the cores
-                cpu_before = {pid: cpu_seconds(pid) for pid in web_pids + worker_pids + load_pids}
-                begun = time.time()
-                accept, start, created = steady_sends(base, key, double, args.rate, args.steady_seconds, 0)
-                wall = time.time() - begun
-                cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in cpu_before}
-                for spy in spies:
-                    spy.wait()
-            finally:
-                stop_workers(workers)
-            print()
-            print(f"accept -> provider request at {args.rate:.0f} sends/s for {args.steady_seconds:.0f} s, after "
-                  f"{args.warmup:.0f} s of warm-up "
-                  f"(2 worker processes, Graph double answering in {args.latency * 1000:.0f} ms):")
-            print(f"  from the 201:          p50 {pct(accept, 0.5):6.1f} ms   p99 {pct(accept, 0.99):6.1f} ms   "
-                  f"max {accept[-1] * 1000:6.1f} ms   (n={len(accept)})")
-            print(f"  from the request start: p50 {pct(start, 0.5):6.1f} ms   p99 {pct(start, 0.99):6.1f} ms   "
-                  f"mean {statistics.mean(start) * 1000:6.1f} ms")
-            sends = len(accept)
-            per_send = {name: 1000 * sum(cpu[p] for p in pids) / sends
-                        for name, pids in (("web", web_pids), ("workers", worker_pids), ("load", load_pids))}
-            print(f"  pace held: {sends} sends accepted in {created:.1f} s ({sends / created:.1f}/s of "
-                  f"{args.rate:.0f}/s asked)")
-            print(f"  CPU per send: web {per_send['web']:.1f} ms, workers {per_send['workers']:.1f} ms, "
-                  f"client + Graph double {per_send['load']:.1f} ms; the 2 cores had {2000 * wall / sends:.1f} ms "
-                  f"per send, {2000 / args.rate:.1f} ms at the asked pace")
+            for rate in rates:
+                STEADY.append(steady_phase(args, env, base, key, double, proc, rate))
     finally:
         stop(proc)
         double.close()
+    if "workers" in phases:
+        WORKER_TIER.update(worker_tier(args, env, double_latency=args.latency))
+    print_goals(ceiling, RESULTS, STEADY)
+
+
+RESULTS: dict[str, dict] = {}  # endpoint phase -> wrk result
+STEADY: list[dict] = []  # one per --rate
+WORKER_TIER: dict = {}
+
+
+def worker_tier(args, env: dict, double_latency: float) -> dict:
+    """The worker tier alone: --worker-messages sends queued through the API (no worker
+    running), then 2 `wpotp worker` processes start and drain the queue against a Graph double
+    answering in `double_latency`; msg/s from the first to the last provider request."""
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    double = GraphDouble(double_latency)
+    try:
+        tier_env = {**env, "WHATSAPP_GRAPH_URL": double.url, "WHATSAPP_MPS": "100000", "LOG_LEVEL": "WARNING"}
+        key = flask(tier_env, "create-key", "--app", "default", "--mode", "live")
+        api = Api(tier_env, key)
+        concurrency = 2 * int(tier_env.get("WORKER_THREADS") or 16)
+        ceiling = baseline(double, concurrency, min(args.worker_messages, 800))
+        rate = throughput(api, tier_env, double, 2, args.worker_messages, 700000)
+    finally:
+        double.close()
+    print()
+    print(f"worker tier: {args.worker_messages} queued sends, 2 worker processes, Graph double answering in "
+          f"{double_latency * 1000:.0f} ms: {rate:.1f} msg/s   (a plain client with the same {concurrency} "
+          f"in flight: {ceiling:.1f} req/s, ratio {rate / ceiling:.2f})")
+    return {"rate": rate, "ceiling": ceiling}
+
+
+def steady_phase(args, env: dict, base: str, key: str, double: GraphDouble, proc: subprocess.Popen,
+                 rate: float) -> dict:
+    """Accept -> provider request at `rate` sends/s, with the receipts Meta would post back."""
+    workers = start_workers(env, 2)
+    poster = ReceiptPoster(base, double, args.receipts) if args.receipts else None
+    try:
+        time.sleep(4)  # workers up
+        # Warm-up at the same pace, not counted: every worker thread and gunicorn thread opens
+        # its connections and fills its caches on its first jobs (hundreds of ms each).
+        offset = 900000 + 100000 * len(STEADY)
+        if poster:
+            poster.start()
+        steady_sends(base, key, double, rate, args.warmup, offset, quiet=True)
+        if poster:
+            poster.drain()
+        double.reset()
+        if poster:
+            poster.seen = 0
+        spies = profiled(f"steady{rate:.0f}", args.steady_seconds + 1, [("worker", w.pid) for w in workers])
+        web_pids = children(proc.pid)
+        worker_pids = [pid for w in workers for pid in (w.pid, *children(w.pid))]
+        load_pids = [os.getpid(), double.proc.pid]  # the client and the Graph double share the cores
+        before = {pid: cpu_seconds(pid) for pid in web_pids + worker_pids + load_pids}
+        stack_before = {pid: cpu_seconds(pid) for pid in stack_pids()}
+        begun = time.time()
+        accept, start, created = steady_sends(base, key, double, rate, args.steady_seconds, 100000 * len(STEADY))
+        receipts = poster.drain() if poster else 0
+        wall = time.time() - begun
+        cpu = {pid: cpu_seconds(pid) - before[pid] for pid in before}
+        stack = {pid: cpu_seconds(pid) - stack_before.get(pid, 0.0) for pid in stack_pids()}
+        rss = {"web": [rss_mb(pid) for pid in web_pids], "workers": [rss_mb(w.pid) for w in workers]}
+        for spy in spies:
+            spy.wait()
+    finally:
+        if poster:
+            poster.stop()
+        stop_workers(workers)
+    sends = len(accept)
+    per_send = {name: 1000 * sum(cpu[p] for p in pids) / sends
+                for name, pids in (("web", web_pids), ("workers", worker_pids), ("load", load_pids))}
+    per_send["postgres"] = 1000 * sum(v for pid, v in stack.items() if pid in STACK["postgres"]) / sends
+    per_send["redis"] = 1000 * sum(v for pid, v in stack.items() if pid in STACK["redis"]) / sends
+    print()
+    print(f"accept -> provider request at {rate:.0f} sends/s for {args.steady_seconds:.0f} s, after "
+          f"{args.warmup:.0f} s of warm-up (2 worker processes, Graph double answering in "
+          f"{args.latency * 1000:.0f} ms, receipts posted back: {args.receipts or 'none'}):")
+    print(f"  from the 201:          p50 {pct(accept, 0.5):6.1f} ms   p99 {pct(accept, 0.99):6.1f} ms   "
+          f"max {accept[-1] * 1000:6.1f} ms   (n={len(accept)})")
+    print(f"  from the request start: p50 {pct(start, 0.5):6.1f} ms   p99 {pct(start, 0.99):6.1f} ms   "
+          f"mean {statistics.mean(start) * 1000:6.1f} ms")
+    print(f"  pace held: {sends} sends accepted in {created:.1f} s ({sends / created:.1f}/s of {rate:.0f}/s asked); "
+          f"{receipts} receipts posted ({receipts / max(sends, 1):.1f} per send)")
+    end_to_end = per_send["web"] + per_send["workers"] + per_send["postgres"] + per_send["redis"]
+    print(f"  CPU per OTP end to end {end_to_end:.1f} ms: web {per_send['web']:.1f} (send + receipts), workers "
+          f"{per_send['workers']:.1f}, PostgreSQL {per_send['postgres']:.1f}, Redis {per_send['redis']:.1f}; "
+          f"the load (client + Graph double) {per_send['load']:.1f} more; the 2 cores had "
+          f"{2000 * wall / sends:.1f} ms per send, {2000 / rate:.1f} ms at the asked pace")
+    print(f"  RSS MB: gunicorn workers {' '.join(f'{m:.0f}' for m in rss['web'])}; "
+          f"worker processes {' '.join(f'{m:.0f}' for m in rss['workers'])}")
+    return {"rate": rate, "p50": pct(accept, 0.5), "p99": pct(accept, 0.99), "held": sends / created,
+            "cpu": end_to_end, "rss": max(rss["web"] + rss["workers"])}
+
+
+STACK: dict[str, set[int]] = {"postgres": set(), "redis": set()}
+
+
+def stack_pids() -> list[int]:
+    """The PostgreSQL server processes and redis-server: the stack the bench attributes per send
+    (everything else on the box is expected to be idle)."""
+    found = {}
+    for name, command in (("postgres", "postgres"), ("redis", "redis-server")):
+        out = subprocess.run(["pgrep", "-x", command], capture_output=True, text=True).stdout
+        found[name] = {int(pid) for pid in out.split()}
+    for name, pids in found.items():
+        STACK[name] |= pids
+    return sorted(found["postgres"] | found["redis"])
+
+
+def rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class ReceiptPoster:
+    """Posts back what Meta would for every message the Graph double answered: one signed
+    /webhooks/whatsapp POST per status (`sent`, `delivered`, `read` by default), a moment
+    after the send, from a pool of client threads."""
+
+    def __init__(self, base: str, double: GraphDouble, statuses: str):
+        self.base, self.double, self.statuses = base, double, statuses.split(",")
+        self.seen = 0
+        self.posted = 0
+        self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(8)
+        self.local = threading.local()
+        self.pending: list = []
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            wamids = self.double.wamids(self.seen)
+            self.seen += len(wamids)
+            with self.lock:
+                self.pending += [self.pool.submit(self._post, w, s) for w in wamids for s in self.statuses]
+            time.sleep(0.05)
+
+    def _post(self, wamid: str, status: str) -> None:
+        import hashlib
+        import hmac
+        import json
+
+        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+            "field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [{
+                "id": wamid, "status": status, "timestamp": str(int(time.time())), "recipient_id": "1"}]}}]}]}).encode()
+        signature = "sha256=" + hmac.new(b"bench-secret", body, hashlib.sha256).hexdigest()
+        session = getattr(self.local, "s", None) or requests.Session()
+        self.local.s = session
+        session.post(f"{self.base}/webhooks/whatsapp", data=body, timeout=30,
+                     headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})
+
+    def drain(self) -> int:
+        """Wait until every receipt owed so far is posted; how many were posted since the last drain."""
+        time.sleep(0.2)
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
+        return len(pending)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.pool.shutdown()
+
+
+def print_goals(ceiling: float | None, results: dict, steady: list[dict]) -> None:
+    """Each goal of issue 12 next to what this run measured."""
+    rows = []
+    for phase, label, goal in (("send", "POST /v1/otp/send", 0.25), ("verify", "POST /v1/otp/{id}/verify", 0.35),
+                               ("show", "GET /v1/otp/{id}", 0.4)):
+        if phase in results and ceiling:
+            ratio = results[phase]["rps"] / ceiling
+            rows.append((f"{label} >= {goal:.2f}x ceiling", f"{ratio:.2f}x", ratio >= goal))
+    for run in steady:
+        ok = run["held"] >= 0.97 * run["rate"] and run["p50"] <= 5 and run["p99"] <= 25
+        rows.append((f"steady {run['rate']:.0f}/s: pace held, p50 <= 5 ms, p99 <= 25 ms",
+                     f"{run['held']:.0f}/s, p50 {run['p50']:.1f}, p99 {run['p99']:.1f}", ok))
+        rows.append((f"CPU per OTP end to end <= 8 ms (at {run['rate']:.0f}/s)", f"{run['cpu']:.1f} ms",
+                     run["cpu"] <= 8))
+    if steady:
+        rss = max(run["rss"] for run in steady)
+        rows.append(("RSS of each gunicorn worker and worker process <= 100 MB", f"{rss:.0f} MB max", rss <= 100))
+    if WORKER_TIER:
+        rate = WORKER_TIER["rate"]
+        rows.append(("worker tier, 2 processes, 150 ms double >= 300 msg/s", f"{rate:.0f} msg/s", rate >= 300))
+    if not rows:
+        return
+    print()
+    print("goals (issue 12):")
+    for goal, got, ok in rows:
+        print(f"  {'met   ' if ok else 'MISSED'}  {goal:<62} {got}")
 
 
 if __name__ == "__main__":

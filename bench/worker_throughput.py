@@ -56,12 +56,14 @@ class Handler(BaseHTTPRequestHandler):
             n = next(counter)
         time.sleep(latency)
         out = json.dumps({"messaging_product": "whatsapp", "contacts": [{"wa_id": body.get("to")}],
-                          "messages": [{"id": f"wamid.bench{n}"}]}).encode()
+                          "messages": [{"id": f"wamid.bench{n}.{body.get('to')}"}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+        self.wfile.flush()
+        r.rpush("bench:answered", f"{time.time()} wamid.bench{n}.{body.get('to')}")  # for receipts (bench/api.py)
 
     def log_message(self, *args):
         pass
@@ -91,8 +93,12 @@ class GraphDouble:
         rows = [raw.decode().split(" ", 1) for raw in self.redis.lrange("bench:arrivals", 0, -1)]
         return [(float(t), to) for t, to in rows]
 
+    def wamids(self, start: int) -> list[str]:
+        """The message ids the double answered, in arrival order, from the `start`-th on."""
+        return [raw.decode().split(" ", 1)[1] for raw in self.redis.lrange("bench:answered", start, -1)]
+
     def reset(self) -> None:
-        self.redis.delete("bench:arrivals")
+        self.redis.delete("bench:arrivals", "bench:answered")
 
     def count(self) -> int:
         return self.redis.llen("bench:arrivals")
