@@ -114,11 +114,17 @@ def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int =
     """Queue the send of one OTP generation; remember the job id so the sweeper can find it.
 
     With `pipeline` (in MULTI), nothing reaches Redis until the caller executes it.
+
+    A finished send job is deleted at once (result_ttl=0): nothing reads its result (the row
+    says what happened), and RQ then skips writing the result, its stream and the finished
+    registry. The sweep (otp/maintenance.py) takes a job it cannot find for a dead one, but it
+    only looks at QUEUED rows, and a send job that ends leaves its row QUEUED only when it
+    queued the next try (which `send_job_key` then names). A failed job is kept for a day.
     """
     queue = get_queue("otp")
     job_id = f"send-{otp_id}-g{generation}-t{try_number}-{random_base62(6)}"
     kwargs = dict(job_id=job_id, description=f"send {otp_id} g{generation} t{try_number}",
-                  result_ttl=600, failure_ttl=86400)
+                  result_ttl=0, failure_ttl=86400)
     if delay > 0:
         queue.enqueue_in(timedelta(seconds=delay), SEND_JOB, otp_id, generation, try_number, **kwargs,
                          pipeline=pipeline)
