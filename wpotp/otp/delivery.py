@@ -39,12 +39,13 @@ _SEND_COLUMNS = (Otp.id, Otp.app_id, Otp.recipient, Otp.provider, Otp.template_i
 def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     """Send one generation of an OTP. Returns what happened, for the job log.
 
-    The row is read with one Core SELECT and nothing is written until the provider has
+    The row is read with one Core SELECT (on the session's connection, past the ORM's execution
+    layer: no identity map, no autoflush) and nothing is written until the provider has
     answered: then the send attempt, the compare-and-set to SENT and its event go in one
     transaction and one commit. No write lock is held across the provider call (on SQLite the
     write transaction begins with the first INSERT after it).
     """
-    otp = db.session.execute(select(*_SEND_COLUMNS).where(Otp.id == otp_id)).first()
+    otp = db.session.connection().execute(select(*_SEND_COLUMNS).where(Otp.id == otp_id)).first()
     if otp is None or otp.generation != generation or otp.status != OtpStatus.QUEUED:
         return "skipped"
     if otp.expires_at <= utcnow():
@@ -72,7 +73,7 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     record_send(provider.name, started, otp_id=otp.id, generation=generation,
                 provider_message_id=result.provider_message_id)
     now = utcnow()
-    moved = db.session.execute(
+    moved = db.session.connection().execute(
         update(Otp.__table__)
         .where(Otp.id == otp.id, Otp.generation == generation, Otp.status == OtpStatus.QUEUED)
         .values(status=OtpStatus.SENT, sent_at=now, provider_message_id=result.provider_message_id)
@@ -123,7 +124,7 @@ def record_send(provider: str, started: float, *, otp_id: str | None = None, mes
                 provider_message_id: str | None = None) -> None:
     """Keep one row per provider call: which message, how long, what went wrong (one Core INSERT,
     in the transaction the caller commits)."""
-    db.session.execute(insert(SendAttempt.__table__).values(
+    db.session.connection().execute(insert(SendAttempt.__table__).values(
         otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, ok=error is None,
         provider_message_id=provider_message_id, permanent=None if error is None else error.permanent,
         error=None if error is None else str(error)[:500], latency_ms=int((time.monotonic() - started) * 1000),
