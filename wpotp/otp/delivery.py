@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import redis
 from flask import current_app
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send
@@ -31,9 +31,19 @@ from .templates import render, template_by_id
 log = logging.getLogger("wpotp.delivery")
 
 
-# What a send needs of its OTP row: one Core SELECT, no ORM object (the hot path of the worker).
-_SEND_COLUMNS = (Otp.id, Otp.app_id, Otp.recipient, Otp.provider, Otp.template_id, Otp.footer, Otp.status,
-                 Otp.generation, Otp.expires_at, Otp.ttl_seconds)
+# The send job's statements, built once (building them per job, column comparisons and all,
+# cost about as much as executing them): what a send needs of its OTP row, no ORM object;
+# the compare-and-set to SENT; one row per provider call.
+_otps = Otp.__table__
+_LOAD_FOR_SEND = select(_otps.c.id, _otps.c.app_id, _otps.c.recipient, _otps.c.provider, _otps.c.template_id,
+                        _otps.c.footer, _otps.c.status, _otps.c.generation, _otps.c.expires_at,
+                        _otps.c.ttl_seconds).where(_otps.c.id == bindparam("otp_id"))
+_MARK_SENT = (update(_otps)
+              .where(_otps.c.id == bindparam("otp_id"), _otps.c.generation == bindparam("gen"),
+                     _otps.c.status == OtpStatus.QUEUED.value)
+              .values(status=OtpStatus.SENT.value, sent_at=bindparam("at"),
+                      provider_message_id=bindparam("pmid")))
+_INSERT_ATTEMPT = insert(SendAttempt.__table__)
 
 
 def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
@@ -45,7 +55,7 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     transaction and one commit. No write lock is held across the provider call (on SQLite the
     write transaction begins with the first INSERT after it).
     """
-    otp = db.session.connection().execute(select(*_SEND_COLUMNS).where(Otp.id == otp_id)).first()
+    otp = db.session.connection().execute(_LOAD_FOR_SEND, {"otp_id": otp_id}).first()
     if otp is None or otp.generation != generation or otp.status != OtpStatus.QUEUED:
         return "skipped"
     if otp.expires_at <= utcnow():
@@ -73,11 +83,8 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     record_send(provider.name, started, otp_id=otp.id, generation=generation,
                 provider_message_id=result.provider_message_id)
     now = utcnow()
-    moved = db.session.connection().execute(
-        update(Otp.__table__)
-        .where(Otp.id == otp.id, Otp.generation == generation, Otp.status == OtpStatus.QUEUED)
-        .values(status=OtpStatus.SENT, sent_at=now, provider_message_id=result.provider_message_id)
-    ).rowcount == 1
+    moved = db.session.connection().execute(_MARK_SENT, {"otp_id": otp.id, "gen": generation, "at": now,
+                                                         "pmid": result.provider_message_id}).rowcount == 1
     if moved:
         record_event(otp, "otp.sent", at=now, status=OtpStatus.SENT, generation=generation,
                      provider=provider.name)
@@ -124,7 +131,7 @@ def record_send(provider: str, started: float, *, otp_id: str | None = None, mes
                 provider_message_id: str | None = None) -> None:
     """Keep one row per provider call: which message, how long, what went wrong (one Core INSERT,
     in the transaction the caller commits)."""
-    db.session.connection().execute(insert(SendAttempt.__table__).values(
+    db.session.connection().execute(_INSERT_ATTEMPT, dict(
         otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, ok=error is None,
         provider_message_id=provider_message_id, permanent=None if error is None else error.permanent,
         error=None if error is None else str(error)[:500], latency_ms=int((time.monotonic() - started) * 1000),
