@@ -285,6 +285,10 @@ class TestConfig(Config):
 
 def engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
-        # Writers wait for each other instead of failing with "database is locked".
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Writers wait for each other instead of failing with "database is locked". No cap on the
+        # pool (pool_size=0): a thread holding the write lock may need a second connection (the
+        # configuration cache reads on its own session), and with QueuePool's 5 + 10 a worker of
+        # 16 threads could take them all waiting for that lock: every writer stalled until a
+        # 30 s timeout (issue 18). SQLite connections are files; one per thread, two at most.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": 0}
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_timeout": 30}

@@ -7,9 +7,13 @@ What it does, in one run on this machine:
    --latency seconds, and records when each request arrived and for which recipient.
 2. Baseline: a plain client with the same concurrency as the workers (threads x processes)
    POSTing straight to the double: the ceiling this latency allows.
-3. For 1 and 2 worker processes (`flask wpotp worker --threads N`): queues --messages OTPs
-   through the API, starts the workers, and times the provider requests: msg/s, and the
-   ratio to the baseline.
+3. For 1 and 2 worker processes (`flask wpotp worker --threads N`), two views:
+   - the worker alone: queues --messages OTPs through the API, then starts the workers and
+     times the provider requests (first to last the double saw): msg/s, and the ratio to
+     the baseline;
+   - the path users run: the workers already up, --messages OTPs sent through the API from
+     16 client threads while the workers send; the same msg/s, and how long the sends took
+     to answer (p50, p99, slowest: a send stalled behind the workers' writes shows here).
 4. Accept -> provider request latency at a steady --rate sends/s with 2 workers: p50, p99.
 5. The cap: WHATSAPP_MPS=--cap, the most provider requests that arrived in any 1 s window.
 
@@ -47,6 +51,9 @@ lock = threading.Lock()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The headers and the body leave in two writes: with Nagle's algorithm on, the second waits
+    # for the client's delayed ACK of the first (about 40 ms on Linux) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def do_POST(self):
         arrived = time.time()
@@ -219,6 +226,31 @@ def throughput(api: Api, env: dict, double: GraphDouble, processes: int, total: 
     return (len(times) - 1) / (times[-1] - times[0])
 
 
+def through_api(api: Api, env: dict, double: GraphDouble, processes: int, total: int, offset: int,
+                clients: int = 16) -> tuple[float, list[float]]:
+    """The path users run: workers already up, sends arriving through the API from `clients`
+    threads while the workers send. Returns the provider-request rate (first to last request
+    the double saw) and how long each send took to answer (sorted)."""
+    workers = start_workers(env, processes)
+    answers: list[float] = []
+    try:
+        time.sleep(3)  # let the workers come up
+        double.reset()
+
+        def one(number: str) -> None:
+            started = time.time()
+            api.send(number)
+            answers.append(time.time() - started)
+
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(one, recipients(offset, total)))
+        wait_for(double, total, timeout=total / 2 + 60)
+    finally:
+        stop_workers(workers)
+    times = sorted(t for t, _ in double.arrivals)
+    return (len(times) - 1) / (times[-1] - times[0]), sorted(answers)
+
+
 def latency(api: Api, env: dict, double: GraphDouble, rate: float, seconds: float, offset: int) -> list[float]:
     workers = start_workers(env, 2)
     try:
@@ -258,6 +290,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="sends/s for the latency phase")
     parser.add_argument("--cap", type=int, default=20, help="WHATSAPP_MPS for the cap phase")
     parser.add_argument("--sqlite", action="store_true")
+    parser.add_argument("--phases", default="throughput,latency,cap",
+                        help="comma-separated: throughput (both views), latency, cap")
     args = parser.parse_args()
 
     import redis
@@ -273,31 +307,37 @@ def main() -> None:
     print(f"database: {db_url.split('@')[-1]}  provider latency: {args.latency * 1000:.0f} ms  "
           f"threads per worker: {args.threads}  messages: {args.messages}")
 
-    results = {}
+    phases = set(args.phases.split(","))
     offset = 0
-    for processes in (1, 2):
+    for processes in (1, 2) if "throughput" in phases else ():
         ceiling = baseline(double, args.threads * processes, args.messages)
         rate = throughput(api, env, double, processes, args.messages, offset)
         offset += args.messages
-        results[processes] = rate
-        print(f"{processes} worker process(es): {rate:7.1f} msg/s   baseline (plain client, "
+        print(f"{processes} worker process(es), pre-filled queue: {rate:7.1f} msg/s   baseline (plain client, "
               f"{args.threads * processes} in flight): {ceiling:7.1f} req/s   ratio {rate / ceiling:.2f}")
+        rate, answers = through_api(api, env, double, processes, args.messages, offset)
+        offset += args.messages
+        print(f"{processes} worker process(es), sends through the API meanwhile (16 clients): {rate:7.1f} msg/s   "
+              f"ratio {rate / ceiling:.2f}   send answered p50 {pct(answers, 0.5):.0f} ms, "
+              f"p99 {pct(answers, 0.99):.0f} ms, slowest {answers[-1] * 1000:.0f} ms")
 
-    lat = latency(api, env, double, args.rate, 10, offset)
-    offset += int(args.rate * 10)
-    print(f"accept -> provider request at {args.rate:.0f} sends/s, 2 workers: p50 {pct(lat, 0.5):.1f} ms   "
-          f"p99 {pct(lat, 0.99):.1f} ms   (n={len(lat)}, mean {statistics.mean(lat) * 1000:.1f} ms)")
+    if "latency" in phases:
+        lat = latency(api, env, double, args.rate, 10, offset)
+        offset += int(args.rate * 10)
+        print(f"accept -> provider request at {args.rate:.0f} sends/s, 2 workers: p50 {pct(lat, 0.5):.1f} ms   "
+              f"p99 {pct(lat, 0.99):.1f} ms   (n={len(lat)}, mean {statistics.mean(lat) * 1000:.1f} ms)")
 
-    capped = environment(args, double, instance, db_url, mps=args.cap)
-    api.prefill(recipients(offset, args.cap * 8))
-    double.reset()
-    workers = start_workers(capped, 2)
-    try:
-        wait_for(double, args.cap * 8, timeout=60)
-    finally:
-        stop_workers(workers)
-    print(f"cap WHATSAPP_MPS={args.cap}, 2 workers: most provider requests in any 1 s window: "
-          f"{busiest_second(double)}")
+    if "cap" in phases:
+        capped = environment(args, double, instance, db_url, mps=args.cap)
+        api.prefill(recipients(offset, args.cap * 8))
+        double.reset()
+        workers = start_workers(capped, 2)
+        try:
+            wait_for(double, args.cap * 8, timeout=60)
+        finally:
+            stop_workers(workers)
+        print(f"cap WHATSAPP_MPS={args.cap}, 2 workers: most provider requests in any 1 s window: "
+              f"{busiest_second(double)}")
     double.close()
 
 

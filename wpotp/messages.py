@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from .errors import CountryNotAllowed, NotFound, ServiceUnavailable, TemplateNotFound, ValidationError
 from .extensions import db, get_queue
+from .jobs.enqueue import SEND_RESULT_TTL
 from .models import ApiKey, App, Event, Message, MessageStatus, Template
 from .otp.delivery import TooLate, call_provider, record_send, replay_early_receipts, retry_delay
 from .otp.events import record_message_event
@@ -99,7 +100,7 @@ def send_message(app: App, api_key: ApiKey, req: MessageRequest) -> Message:
 def enqueue_message(message_id: str, try_number: int = 1, delay: int = 0) -> None:
     queue = get_queue("otp")
     kwargs = dict(job_id=f"send-{message_id}-t{try_number}-{random_base62(6)}",
-                  description=f"send {message_id} t{try_number}", result_ttl=600, failure_ttl=86400)
+                  description=f"send {message_id} t{try_number}", result_ttl=SEND_RESULT_TTL, failure_ttl=86400)
     if delay > 0:
         queue.enqueue_in(timedelta(seconds=delay), MESSAGE_JOB, message_id, try_number, **kwargs)
     else:

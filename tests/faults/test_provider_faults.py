@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
-from rq.job import Job
 from rq.scheduler import RQScheduler
 from sqlalchemy import select, update
 
@@ -154,7 +153,7 @@ def _stuck(app, otps: dict, attempts: dict, events: dict) -> list[dict]:
             if otp.status in TERMINAL:
                 continue
             job_id = redis_client.conn.get(send_job_key(otp.id))
-            job = Job.fetch(job_id.decode(), connection=redis_client.conn) if job_id else None
+            job = get_queue("otp").fetch_job(job_id.decode()) if job_id else None  # None: finished, deleted
             out.append({"otp": otp.id, "expires_at": otp.expires_at, "events": events[otp.id],
                         "calls": [(a.ok, a.permanent, a.error, a.created_at) for a in attempts[otp.id]],
                         "job": job and (job.id, job.get_status(), job.enqueued_at, job.ended_at,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from tests.helpers import in_threads
 from wpotp.extensions import get_queue, redis_client
 from wpotp.jobs.worker import Worker, run_workers
@@ -73,3 +74,22 @@ def test_jobs_keep_the_apps_redis_timeout(app, client, api_key):
         client.post("/v1/otp/send", headers=api_key.headers, json={"recipient": "+905551113101"})
         run_workers(app, threads=2, burst=True)
         assert redis_client.conn.connection_pool.connection_kwargs["socket_timeout"] == configured == 5
+
+
+def test_every_worker_thread_can_hold_two_database_connections_at_once(app):
+    """A send job holding SQLite's write lock may need a second connection (the configuration
+    cache reads on a session of its own). With a capped pool, a worker's threads waiting for
+    that lock could hold every connection, and the holder then waited for one: every writer
+    stalled until a 30 s timeout (issue 18). Two per thread, all at once, must be there."""
+    from wpotp.extensions import db
+
+    with app.app_context():
+        if db.engine.dialect.name != "sqlite":
+            pytest.skip("PostgreSQL has row locks: a writer does not hold up the others")
+        held = [db.engine.connect() for _ in range(2 * app.config["WORKER_THREADS"] + 2)]
+        try:
+            for conn in held:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        finally:
+            for conn in held:
+                conn.close()

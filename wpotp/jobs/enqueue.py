@@ -13,6 +13,7 @@ from ..extensions import get_queue, redis_client
 from ..util import random_base62
 
 SEND_JOB = "wpotp.jobs.send.send_otp_job"
+SEND_RESULT_TTL = 60  # seconds a finished send job stays in Redis (see enqueue_send)
 WORKERS_KEY = "wpotp:workers"  # the ids of worker processes seen lately (each alive while its key lives)
 
 
@@ -114,11 +115,20 @@ def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int =
     """Queue the send of one OTP generation; remember the job id so the sweeper can find it.
 
     With `pipeline` (in MULTI), nothing reaches Redis until the caller executes it.
+
+    A finished send job is kept only SEND_RESULT_TTL seconds: nothing reads its result (the row
+    says what happened), and at hundreds of sends a second ten minutes of finished jobs is a
+    lot of Redis memory. Not 0: RQ 3 deletes such a job by walking its registries and
+    executions outside the job-end pipeline, about six more round trips per job than letting
+    it expire (bench/cpu_per_send.py, 2026-12-02). The sweep (otp/maintenance.py) takes a job
+    it cannot find for a dead one, but it only looks at QUEUED rows, and a send job that ends
+    leaves its row QUEUED only when it queued the next try (which `send_job_key` then names).
+    A failed job is kept for a day.
     """
     queue = get_queue("otp")
     job_id = f"send-{otp_id}-g{generation}-t{try_number}-{random_base62(6)}"
     kwargs = dict(job_id=job_id, description=f"send {otp_id} g{generation} t{try_number}",
-                  result_ttl=600, failure_ttl=86400)
+                  result_ttl=SEND_RESULT_TTL, failure_ttl=86400)
     if delay > 0:
         queue.enqueue_in(timedelta(seconds=delay), SEND_JOB, otp_id, generation, try_number, **kwargs,
                          pipeline=pipeline)

@@ -57,7 +57,8 @@ ALIVE_TTL = 6  # seconds a liveness beat lasts: a killed process is known dead t
 class Worker(SimpleWorker):
     """A SimpleWorker that stops when its process says so, and knows its job in flight.
 
-    Its own heartbeat (the TTL of its `rq:worker:` key) is renewed at most every HEARTBEAT_EVERY
+    Its state (busy, idle) is written only when it changes. Its own heartbeat (the TTL of its
+    `rq:worker:` key) is renewed at most every HEARTBEAT_EVERY
     seconds: RQ renews it three times around every job, three Redis round trips each, for a key
     that lives worker_ttl + 60 s. Heartbeats inside RQ's own pipelines (job start, job end) and
     with an explicit timeout are left alone, and so are the job's and the execution's heartbeats.
@@ -70,7 +71,16 @@ class Worker(SimpleWorker):
         self.stopping = stopping or threading.Event()
         self.job_in_flight: Job | None = None
         self._last_own_heartbeat: float | None = None
+        self._state_written: str | None = None
         super().__init__(*args, **kwargs)
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        """Write the worker's state only when it changes: RQ sets `idle` twice between two jobs
+        (after one, before the next dequeue), one round trip each, for the same value."""
+        if pipeline is None and state == self._state_written:
+            return
+        super().set_state(state, pipeline)
+        self._state_written = state
 
     def heartbeat(self, timeout: int | None = None, pipeline=None):
         if timeout is None and pipeline is None:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import redis
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from ..extensions import db, redis_client
 from ..jobs.enqueue import enqueue_send
@@ -31,13 +31,35 @@ from .templates import render, template_by_id
 log = logging.getLogger("wpotp.delivery")
 
 
+# The send job's statements, built once (building them per job, column comparisons and all,
+# cost about as much as executing them): what a send needs of its OTP row, no ORM object;
+# the compare-and-set to SENT; one row per provider call.
+_otps = Otp.__table__
+_LOAD_FOR_SEND = select(_otps.c.id, _otps.c.app_id, _otps.c.recipient, _otps.c.provider, _otps.c.template_id,
+                        _otps.c.footer, _otps.c.status, _otps.c.generation, _otps.c.expires_at,
+                        _otps.c.ttl_seconds).where(_otps.c.id == bindparam("otp_id"))
+_MARK_SENT = (update(_otps)
+              .where(_otps.c.id == bindparam("otp_id"), _otps.c.generation == bindparam("gen"),
+                     _otps.c.status == OtpStatus.QUEUED.value)
+              .values(status=OtpStatus.SENT.value, sent_at=bindparam("at"),
+                      provider_message_id=bindparam("pmid")))
+_INSERT_ATTEMPT = insert(SendAttempt.__table__)
+
+
 def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
-    """Send one generation of an OTP. Returns what happened, for the job log."""
-    otp = db.session.get(Otp, otp_id)
+    """Send one generation of an OTP. Returns what happened, for the job log.
+
+    The row is read with one Core SELECT (on the session's connection, past the ORM's execution
+    layer: no identity map, no autoflush) and nothing is written until the provider has
+    answered: then the send attempt, the compare-and-set to SENT and its event go in one
+    transaction and one commit. No write lock is held across the provider call (on SQLite the
+    write transaction begins with the first INSERT after it).
+    """
+    otp = db.session.connection().execute(_LOAD_FOR_SEND, {"otp_id": otp_id}).first()
     if otp is None or otp.generation != generation or otp.status != OtpStatus.QUEUED:
         return "skipped"
     if otp.expires_at <= utcnow():
-        expire_one(otp)
+        expire_one(_orm(otp_id))
         return "expired"
     sealed = redis_client.conn.get(seal_key(otp.id, generation))
     if sealed is None:
@@ -53,20 +75,16 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     try:
         result = call_provider(provider, provider.send_otp, message, expires_at=otp.expires_at)
     except TooLate:
-        expire_one(otp, within=SEND_MARGIN)
+        expire_one(_orm(otp_id), within=SEND_MARGIN)
         return "expired"
     except ProviderError as exc:
-        record_send(provider.name, started, otp_id=otp.id, generation=otp.generation, error=exc)
+        record_send(provider.name, started, otp_id=otp.id, generation=generation, error=exc)
         return _after_failure(otp, exc, try_number)
-    record_send(provider.name, started, otp_id=otp.id, generation=otp.generation,
+    record_send(provider.name, started, otp_id=otp.id, generation=generation,
                 provider_message_id=result.provider_message_id)
     now = utcnow()
-    moved = db.session.execute(
-        update(Otp)
-        .where(Otp.id == otp.id, Otp.generation == generation, Otp.status == OtpStatus.QUEUED)
-        .values(status=OtpStatus.SENT, sent_at=now, provider_message_id=result.provider_message_id)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
+    moved = db.session.connection().execute(_MARK_SENT, {"otp_id": otp.id, "gen": generation, "at": now,
+                                                         "pmid": result.provider_message_id}).rowcount == 1
     if moved:
         record_event(otp, "otp.sent", at=now, status=OtpStatus.SENT, generation=generation,
                      provider=provider.name)
@@ -75,6 +93,11 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     if moved:
         provider.after_sent(message, result)
     return "sent" if moved else "sent-late"
+
+
+def _orm(otp_id: str) -> Otp:
+    """The ORM object, for the rare paths that hand it on (expiry)."""
+    return db.session.get(Otp, otp_id)
 
 
 class TooLate(Exception):
@@ -106,11 +129,13 @@ def call_provider(provider: Provider, send, message, expires_at: datetime | None
 def record_send(provider: str, started: float, *, otp_id: str | None = None, message_id: str | None = None,
                 generation: int = 1, error: ProviderError | None = None,
                 provider_message_id: str | None = None) -> None:
-    """Keep one row per provider call: which message, how long, what went wrong."""
-    db.session.add(SendAttempt(
+    """Keep one row per provider call: which message, how long, what went wrong (one Core INSERT,
+    in the transaction the caller commits)."""
+    db.session.connection().execute(_INSERT_ATTEMPT, dict(
         otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, ok=error is None,
         provider_message_id=provider_message_id, permanent=None if error is None else error.permanent,
         error=None if error is None else str(error)[:500], latency_ms=int((time.monotonic() - started) * 1000),
+        created_at=utcnow(),
     ))
 
 
@@ -122,7 +147,7 @@ def retry_delay(exc: ProviderError, try_number: int) -> int | None:
     return max(delays[try_number - 1], int(exc.retry_after or 0))
 
 
-def _after_failure(otp: Otp, exc: ProviderError, try_number: int) -> str:
+def _after_failure(otp, exc: ProviderError, try_number: int) -> str:
     """Retry with backoff while the OTP is alive; otherwise FAILED with the provider's reason."""
     delay = retry_delay(exc, try_number)
     if delay is not None and (otp.expires_at - utcnow()).total_seconds() > delay:
@@ -133,13 +158,14 @@ def _after_failure(otp: Otp, exc: ProviderError, try_number: int) -> str:
     return "failed"
 
 
-def _fail(otp: Otp, reason: str, at: datetime | None = None) -> bool:
+def _fail(otp, reason: str, at: datetime | None = None) -> bool:
+    """FAILED with `reason` (compare-and-set), its event, one commit. `otp`: an Otp or a row of
+    its columns (id, app_id, generation)."""
     now = at or utcnow()
     moved = db.session.execute(
-        update(Otp)
+        update(Otp.__table__)
         .where(Otp.id == otp.id, Otp.generation == otp.generation, Otp.status.in_(ACTIVE_STATUSES))
         .values(status=OtpStatus.FAILED, failed_at=now, error=reason[:500])
-        .execution_options(synchronize_session=False)
     ).rowcount == 1
     if moved:
         record_event(otp, "otp.failed", at=now, status=OtpStatus.FAILED, generation=otp.generation,
