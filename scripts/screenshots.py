@@ -52,10 +52,9 @@ class FlakyReceiver(BaseHTTPRequestHandler):
 def build_app(redis_url: str, instance: Path):
     os.environ["TEST_REDIS_URL"] = redis_url
     import redis
-    from flask_migrate import upgrade
 
     from config import TestConfig
-    from wpotp import MIGRATIONS_DIR, create_app
+    from wpotp import create_app, upgrade_database
     from wpotp.extensions import db
     from wpotp.otp.templates import seed_default_templates
 
@@ -64,7 +63,7 @@ def build_app(redis_url: str, instance: Path):
     app = create_app(TestConfig(f"sqlite:///{instance / 'wpotp.db'}", instance, LOG_LEVEL="WARNING",
                                 API_RATE_LIMIT="120/minute"))
     with app.app_context():
-        upgrade(directory=MIGRATIONS_DIR)
+        upgrade_database(app)
         seed_default_templates()
         db.session.commit()
     return app

@@ -15,11 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from flask import Flask
-from flask_migrate import upgrade
 from sqlalchemy import create_engine, delete, inspect, make_url, text
 
 from config import TestConfig
-from wpotp import MIGRATIONS_DIR, create_app
+from wpotp import create_app, upgrade_database
 from wpotp.extensions import QUEUE_NAMES, db, limiter, redis_client
 from wpotp.jobs.worker import Worker, worker_connection
 from wpotp.logs import configure_logging
@@ -75,7 +74,7 @@ def backend(request, tmp_path_factory) -> tuple[str, str, Path]:
         url = _private_database(os.environ["TEST_DATABASE_URL"])
     app = create_app(TestConfig(url, instance))
     with app.app_context():
-        upgrade(directory=MIGRATIONS_DIR)
+        upgrade_database(app)
         seed_default_templates()
         db.session.commit()
         db.engine.dispose()

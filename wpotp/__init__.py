@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 from flask import Flask, redirect, request, url_for
 from sqlalchemy import event
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -11,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, ConfigError, provider_problems
 
-from .extensions import csrf, db, limiter, login_manager, migrate, redis_client
+from .extensions import csrf, db, limiter, login_manager, redis_client
 from .logs import configure_logging, install_request_id
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
@@ -33,7 +34,6 @@ def create_app(config: Config | None = None) -> Flask:
     install_request_id(app)  # first, so even a request the limiter refuses carries its id
     app.before_request(refuse_long_streams)  # before anything (the limiter, for Wawp) reads the body
     db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
@@ -63,8 +63,43 @@ def create_app(config: Config | None = None) -> Flask:
     register_compat(app)
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))
     app.cli.add_command(cli)
+    app.cli.add_command(migration_commands)
     register_error_handlers(app)
     return app
+
+
+def init_migrations(app: Flask) -> None:
+    """Flask-Migrate, for what runs migrations: `flask db ...`, `wpotp init` and the tests.
+
+    Nothing else imports it: Alembic, with the Mako and Pygments it pulls in, is about 12 MB of
+    every gunicorn worker's and worker process's memory that serving never uses
+    (docs/performance.md)."""
+    if "migrate" not in app.extensions:
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=MIGRATIONS_DIR)
+
+
+def upgrade_database(app: Flask) -> None:
+    """Apply every migration not yet applied (in an app context of `app`)."""
+    init_migrations(app)
+    from flask_migrate import upgrade
+
+    upgrade(directory=MIGRATIONS_DIR)
+
+
+@click.command("db", add_help_option=False,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def migration_commands(ctx: click.Context) -> None:
+    """Database migrations (Flask-Migrate's `flask db ...`: upgrade, downgrade, current, ...)."""
+    from flask.cli import ScriptInfo
+
+    info = ctx.find_object(ScriptInfo)
+    init_migrations(info.load_app())
+    from flask_migrate.cli import db as commands  # added by init_migrations' Migrate too
+
+    commands.main(args=ctx.args, prog_name=ctx.command_path, obj=info, standalone_mode=True)
 
 
 def refuse_long_streams() -> None:

@@ -10,7 +10,6 @@ import sys
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from flask_migrate import upgrade
 from sqlalchemy import or_, select, update
 
 from .cache import bump_epoch
@@ -35,9 +34,9 @@ def find_app(name_or_id: str) -> App:
 @cli.command("init")
 def init_command() -> None:
     """Apply migrations; create the default app, templates and (if none) an admin user."""
-    from . import MIGRATIONS_DIR
+    from . import upgrade_database
 
-    upgrade(directory=MIGRATIONS_DIR)
+    upgrade_database(current_app)
     if db.session.scalars(select(App).where(App.name == "default")).first() is None:
         db.session.add(App(name="default"))
         click.echo("created app 'default'")

@@ -6,7 +6,6 @@ import redis
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_login import LoginManager
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from rq import Queue
@@ -22,7 +21,6 @@ naming = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=naming))
-migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from flask_migrate import upgrade
 from rq import SimpleWorker
 from sqlalchemy import select
 
 from config import TestConfig
 from tests.helpers import make_key
-from wpotp import MIGRATIONS_DIR, create_app
+from wpotp import create_app, upgrade_database
 from wpotp.extensions import QUEUE_NAMES, db, get_queue, redis_client
 from wpotp.jobs.enqueue import send_job_key
 from wpotp.models import Event, Otp
@@ -61,7 +60,7 @@ def pg_app(cluster, tmp_path):
     """An app on the private cluster, migrated from nothing, with a clean test Redis database."""
     app = create_app(TestConfig(cluster.url, tmp_path))
     with app.app_context():
-        upgrade(directory=MIGRATIONS_DIR)
+        upgrade_database(app)
         seed_default_templates()
         db.session.commit()
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from tests.helpers import in_threads
 from wpotp.extensions import get_queue, redis_client
 from wpotp.jobs.worker import Worker, run_workers
