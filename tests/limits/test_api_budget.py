@@ -3,6 +3,8 @@ under concurrency, RateLimit-* from the window it counted, and one Redis round t
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 from redis.connection import Connection
@@ -74,12 +76,15 @@ def test_an_app_limit_changed_elsewhere_applies_on_the_next_request(app, make_ap
 
 @pytest.fixture
 def round_trips(monkeypatch):
-    """Counts what the app sends to Redis, one per packet (a pipeline or a script is one)."""
+    """Counts what this thread (the test client's request) sends to Redis, one per packet (a
+    pipeline or a script is one); threads a previous test left behind are not counted."""
     counted = []
     real = Connection.send_packed_command
+    me = threading.get_ident()
 
     def counting(self, command, check_health=True):
-        counted.append(command)
+        if threading.get_ident() == me:
+            counted.append(command)
         return real(self, command, check_health)
 
     monkeypatch.setattr(Connection, "send_packed_command", counting)
