@@ -121,7 +121,6 @@ def _limited(strategy: MovingWindowRateLimiter, lim: SendLimit) -> RateLimited:
     return RateLimited(lim.describe(), retry_after, f"Too many sends to {who}: {lim.describe()}.")
 
 
-
 # --- the API budget: requests per API-key hash + client IP (SPEC §8) ---------------------------
 
 class Window(NamedTuple):
