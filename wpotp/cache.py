@@ -3,7 +3,8 @@
 Apps, OTP templates and webhook endpoints are read on every /v1 call or send job, and a
 database round trip plus the ORM cost more than the rest of a typical request. Each process
 keeps them in memory, detached from any session, and checks on each request or job (one
-Redis GET, once per request or job) that nothing changed since:
+Redis GET, once per request or job; on /v1 and the dialects it rides in the request gate's
+round trip, `note_epoch`) that nothing changed since:
 
 - every writer of an App, Template or WebhookEndpoint row calls `bump_epoch()` after its
   commit (and an ORM-enabled bulk UPDATE/DELETE of one, run by hand, bumps it on commit: see
@@ -82,6 +83,14 @@ def current_epoch() -> str | None:
     if memo:
         g.config_epoch = epoch
     return epoch
+
+
+def note_epoch(epoch: str) -> None:
+    """The epoch as another Redis round trip of this request read it (the request gate,
+    wpotp/api/ratelimit.py, reads it with the API budget): `current_epoch` answers with it
+    instead of asking Redis again."""
+    if _memo_allowed():
+        g.config_epoch = epoch
 
 
 def _memo_allowed() -> bool:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from werkzeug.routing import BaseConverter
 
-from ..extensions import limiter
-from .auth import api_limit_key, api_limit_value
-from .ratelimit import rate_limit_headers, read_window_at_check
+from .ratelimit import gate
 
 
 class OtpIdConverter(BaseConverter):
@@ -18,12 +16,9 @@ class OtpIdConverter(BaseConverter):
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.record_once(lambda state: state.app.url_map.converters.setdefault("otp_id", OtpIdConverter))
-# One budget per API-key hash + client IP across every /v1 route (SPEC §8), not one per route.
-limiter.shared_limit(api_limit_value, scope="api", key_func=api_limit_key)(bp)
-
-
-bp.before_request(read_window_at_check)  # right after the limiter's check, before the view writes anything
-bp.after_request(rate_limit_headers)
+# One budget per API-key hash + client IP across every /v1 route and dialect (SPEC §8), not one
+# per route: counted by the request gate in one Redis round trip, not by Flask-Limiter's decorators.
+gate(bp)
 
 
 from . import logs, messages, otp, reports, templates  # noqa: E402,F401  (routes register on bp)

@@ -3,7 +3,9 @@
 The key's row is read from the database on every request (one indexed Core SELECT by
 `key_hash`), never from the per-process cache: a key revoked in any way (the console, the
 CLI, an `UPDATE api_keys ...` by hand) is refused on the very next request in every process.
-Only its app, which staff change far less urgently, comes from `wpotp.cache`.
+The same SELECT reads the API rate limit of the key's app, which the request gate
+(wpotp/api/ratelimit.py) needs before it reads the cache's epoch; the rest of the app, which
+staff change far less urgently, comes from `wpotp.cache`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from flask import Blueprint, current_app, g, request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ..cache import cached
 from ..errors import Unauthorized
-from ..extensions import client_ip, db
+from ..extensions import db
 from ..models import ApiKey, App
 from ..otp.codes import hash_api_key
 from ..util import utcnow
@@ -24,8 +26,14 @@ from ..util import utcnow
 KEY_PREFIXES = ("wpotp_live_", "wpotp_test_")
 _MISSING = object()
 _KEYS = ApiKey.__table__
+_APPS = App.__table__
 _KEY_COLUMNS = (_KEYS.c.id, _KEYS.c.app_id, _KEYS.c.name, _KEYS.c.mode, _KEYS.c.prefix, _KEYS.c.created_at,
                 _KEYS.c.last_used_at)
+
+# Built once: a statement built per request costs more than its execution (SQLAlchemy computes a
+# fresh statement's cache key each time; a kept one memoizes it).
+_LIVE_KEY = (select(*_KEY_COLUMNS, _APPS.c.api_rate_limit).join_from(_KEYS, _APPS, _KEYS.c.app_id == _APPS.c.id)
+             .where(_KEYS.c.key_hash == bindparam("digest"), _KEYS.c.revoked_at.is_(None)))
 
 KeyExtractor = Callable[[], str | None]  # where a request carries its API key, or None
 
@@ -83,17 +91,21 @@ def lookup_key() -> ApiKey | None:
     found = g.get("api_key", _MISSING)
     if found is _MISSING:
         digest = key_digest()
-        found = None if digest == "anonymous" else _live_key(digest)
+        found, g.api_key_rule = (None, None) if digest == "anonymous" else _live_key(digest)
         g.api_key = found
     return found
 
 
-def _live_key(digest: str) -> ApiKey | None:
+def _live_key(digest: str) -> tuple[ApiKey | None, str | None]:
     """One indexed Core query by the key's hash (unique index): cheaper than the ORM's load,
-    and always as fresh as the database, whoever changed the row."""
-    row = db.session.execute(
-        select(*_KEY_COLUMNS).where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None))).first()
-    return None if row is None else ApiKey(**row._mapping)
+    and always as fresh as the database, whoever changed the row. With the key, its app's
+    own API rate limit (None: the default)."""
+    row = db.session.execute(_LIVE_KEY, {"digest": digest}).first()
+    if row is None:
+        return None, None
+    fields = row._asdict()
+    rule = fields.pop("api_rate_limit")
+    return ApiKey(**fields), rule
 
 
 def key_app(key: ApiKey) -> App:
@@ -120,14 +132,8 @@ def _touch(key: ApiKey) -> None:
     db.session.commit()
 
 
-def api_limit_key() -> str:
-    return f"api:{key_digest()}:{client_ip()}"
-
-
 def api_limit_value() -> str:
-    key = lookup_key()
-    if key is not None:
-        app = key_app(key)
-        if app is not None and app.api_rate_limit:
-            return app.api_rate_limit
-    return current_app.config["API_RATE_LIMIT"]
+    """The API budget of this request: its key's app's own, else API_RATE_LIMIT (also for
+    requests without a live key, counted per IP as `anonymous`)."""
+    lookup_key()
+    return g.get("api_key_rule") or current_app.config["API_RATE_LIMIT"]

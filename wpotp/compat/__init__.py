@@ -11,9 +11,9 @@ import re
 
 from flask import Blueprint, Flask
 
-from ..api.auth import KeyExtractor, api_limit_key, api_limit_value, carries_key, native_key
-from ..api.ratelimit import rate_limit_headers, read_window_at_check
-from ..extensions import csrf, limiter
+from ..api.auth import KeyExtractor, carries_key, native_key
+from ..api.ratelimit import gate
+from ..extensions import csrf
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -27,14 +27,11 @@ def compat_blueprint(name: str, key_extractor: KeyExtractor = native_key) -> Blu
     """A dialect's blueprint under /compat/<name>, sharing the native API's request budget.
 
     `key_extractor` finds the API key where the dialect carries it (wpotp.api.auth.carries_key).
-    The budget is one per API-key hash + client IP across /v1 and every dialect (scope "api"),
+    The budget is one per API-key hash + client IP across /v1 and every dialect (one counter),
     so moving a client to a dialect never doubles what a key may spend.
     """
     bp = carries_key(Blueprint(f"compat_{name}", __name__, url_prefix=f"/compat/{name}"), key_extractor)
-    limiter.shared_limit(api_limit_value, scope="api", key_func=api_limit_key)(bp)
-    bp.before_request(read_window_at_check)  # the window read at check time, as on /v1 (wpotp/api/ratelimit.py)
-    bp.after_request(rate_limit_headers)  # RateLimit-* on every answer, as on /v1 (SPEC §8)
-    return bp
+    return gate(bp)  # the request gate, as on /v1: budget and RateLimit-* headers (wpotp/api/ratelimit.py)
 
 
 def register_compat(app: Flask) -> None:

@@ -2,9 +2,9 @@
 
 Reads the very counters the limits are enforced with, without counting anything:
 
-- `api`: Flask-Limiter's shared limit on the /v1 blueprint (wpotp/api/__init__.py). Flask-Limiter
-  4.1 keys a shared limit by (RATELIMIT_KEY_PREFIX, key_func(), scope): see
-  `Limiter.__evaluate_limits`, where the scope of a shared limit is the bare scope name.
+- `api`: the shared API budget the request gate hits (wpotp/api/ratelimit.py), read with the
+  same items and identifiers (`budget_rules`, `budget_identifiers`) through Flask-Limiter's
+  fixed-window strategy.
 - `recipient` and `app_daily`: the moving-window send limits of wpotp/otp/limits.py, read with
   the same RateLimitItems and identifiers that `consume_send` hits.
 """
@@ -14,28 +14,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask import current_app
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 from limits.strategies import RateLimiter
 from sqlalchemy import func, select
 
 from ..extensions import db, limiter
 from ..models import App, Otp
-from ..otp.limits import _strategy, app_daily_limit, send_limits
+from ..otp.limits import _strategy, app_daily_limit, budget_identifiers, budget_rules, send_limits
 from ..util import iso
-
-API_SCOPE = "api"
 
 
 def api_limit_rule(app: App) -> str:
-    """The API request limit of `app`'s keys: the same rule `api_limit_value` gives Flask-Limiter."""
+    """The API request limit of `app`'s keys: the same rule `api_limit_value` gives the gate."""
     return app.api_rate_limit or current_app.config["API_RATE_LIMIT"]
-
-
-def api_limit_identifiers(api_key_digest: str, ip: str) -> tuple[str, ...]:
-    """What Flask-Limiter passes to its strategy for the shared "api" limit of this caller."""
-    key = f"api:{api_key_digest}:{ip}"  # wpotp.api.auth.api_limit_key
-    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX", "")
-    return (prefix, key, API_SCOPE) if prefix else (key, API_SCOPE)
 
 
 def _status(name: str, strategy: RateLimiter, item: RateLimitItem, identifiers: tuple[str, ...]) -> dict:
@@ -61,8 +52,8 @@ def rate_limit_status(app: App, recipient: str | None = None, api_key_digest: st
     """
     out: list[dict] = []
     if api_key_digest and ip:
-        identifiers = api_limit_identifiers(api_key_digest, ip)
-        for item in sorted(parse_many(api_limit_rule(app))):
+        identifiers = budget_identifiers(api_key_digest, ip)
+        for item in budget_rules(api_limit_rule(app)):
             out.append(_status("api", limiter.limiter, item, identifiers))
     sends = _strategy()
     limits = send_limits(app, recipient) if recipient else [app_daily_limit(app)]
