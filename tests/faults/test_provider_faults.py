@@ -206,7 +206,9 @@ def test_provider_faults_end_every_otp_sent_or_failed_never_calling_past_expiry(
     assert set(statuses) <= TERMINAL, (statuses, _stuck(cloud, otps, attempts, events))  # none stays QUEUED
     assert late == [], f"Meta was called after expiry: {late[:5]}"
     recorded = sum(len(rows) for rows in attempts.values())
-    assert recorded == requests, f"{recorded} send attempts recorded for {requests} calls"  # every call is recorded
+    # Every call is recorded; on a busy box a call may also fail to connect at all (the double never sees it).
+    unconnected = sum(1 for rows in attempts.values() for a in rows if (a.error or "").startswith("could not connect"))
+    assert recorded == requests + unconnected, f"{recorded} send attempts recorded for {requests} calls"
     # The faults did bite: timeouts and retries happened, and not every OTP got out in its life.
     assert statuses["SENT"] and statuses["FAILED"] + statuses["EXPIRED"] and kinds["timeout"] and requests > OTPS
     wamids = set(faulty_graph.wamids)

@@ -53,6 +53,9 @@ def request(method: str, url: str, *, timeout: float | None = None, **kwargs) ->
     limit = timeout or current_app.config["PROVIDER_TIMEOUT"]
     try:
         return session().request(method, url, timeout=(min(5, limit), limit), allow_redirects=False, **kwargs)
+    except requests.ConnectTimeout:  # nothing was sent: the provider never saw this request
+        raise ProviderError(f"could not connect within {min(5, limit)} s", permanent=False,
+                            code="connect_timeout") from None
     except requests.Timeout:
         raise ProviderError(f"no answer within {limit} s", permanent=False, code="timeout") from None
     except requests.RequestException as exc:
