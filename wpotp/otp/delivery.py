@@ -104,7 +104,9 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
 def drain_sends(job_id: str) -> str:
     """A drain job: claim batches of waiting sends and deliver each (deliver_batch) until the
     list is empty; after DRAIN_FOR seconds, hand on to a fresh drain job instead (RQ's job
-    timeout, and a stopping worker's hand-back, stay about one batch)."""
+    timeout, and a stopping worker's hand-back, stay about one batch). A full batch means more
+    may wait: then one more drain job is made pending (if none is), so a backlog spreads over
+    the free slots one drain job at a time."""
     size = current_app.config["SEND_BATCH"]
     app = current_app._get_current_object()
     started = time.monotonic()
@@ -116,6 +118,8 @@ def drain_sends(job_id: str) -> str:
             first = False
             if not claimed:
                 break
+            if len(claimed) == size:
+                enqueue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
             for outcome in deliver_batch([enqueue.parse_item(raw) for raw in claimed], pool, app):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             enqueue.release_claimed(job_id)
