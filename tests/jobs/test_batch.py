@@ -156,3 +156,15 @@ def test_a_failed_send_of_a_batch_retries_per_otp_with_backoff(app, make_app, ap
     assert otp_row(patient, r.json["id"])["status"] == "QUEUED"
     with patient.app_context():
         assert len(get_queue("otp").scheduled_job_registry.get_job_ids()) == 1
+
+
+def test_sends_left_in_the_list_when_the_batch_path_is_turned_off_are_still_sent(batch, make_app, api_key,
+                                                                                run_worker, outbox):
+    ids = _queued(batch, api_key, 3)
+    off = make_app()  # SEND_BATCH=0 from now on; the pending drain job was lost with its flag
+    with off.app_context():
+        get_queue("otp").empty()
+        redis_client.conn.delete(DRAIN_FLAG)
+    _sweep(off)
+    run_worker(off)
+    _sent_once_each(off, ids, outbox)

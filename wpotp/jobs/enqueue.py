@@ -173,6 +173,7 @@ DRAIN_FLAG = "wpotp:sendq:drain-pending"
 DRAIN_FLAG_TTL = 15  # seconds: a flag whose job was lost (enqueue failed) blocks new drains no longer
 CLAIMED_TTL = 86400  # a killed job's CLAIMED list is only for inspection: the sweep works from rows
 DRAIN_FOR = 30  # seconds one drain job keeps taking batches before it hands on to a fresh job
+DRAIN_SIZE_WHEN_OFF = 16  # the batch size of a drain job run with SEND_BATCH=0 (sends queued before it was)
 
 
 def claimed_key(job_id: str) -> str:
@@ -217,7 +218,8 @@ def enqueue_drain() -> str:
 
 
 def ensure_drain() -> str | None:
-    """The sweep's check: sends waiting and no drain pending (its enqueue was lost): enqueue one."""
+    """The sweep's check: sends waiting and no drain pending (its enqueue was lost, or the batch
+    path was turned off with sends in the list): enqueue one."""
     conn = redis_client.conn
     if conn.llen(READY_KEY) and conn.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
         return enqueue_drain()

@@ -107,7 +107,7 @@ def drain_sends(job_id: str) -> str:
     timeout, and a stopping worker's hand-back, stay about one batch). A full batch means more
     may wait: then one more drain job is made pending (if none is), so a backlog spreads over
     the free slots one drain job at a time."""
-    size = current_app.config["SEND_BATCH"]
+    size = current_app.config["SEND_BATCH"] or enqueue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
     app = current_app._get_current_object()
     started = time.monotonic()
     outcomes: dict[str, int] = {}

@@ -72,8 +72,7 @@ def rescue_stuck() -> tuple[int, int]:
     ).all()
     requeued = failed = 0
     conn = redis_client.conn
-    if current_app.config["SEND_BATCH"]:
-        ensure_drain()  # batched sends waiting whose drain job was never enqueued
+    ensure_drain()  # batched sends waiting with no drain job pending (even with SEND_BATCH now 0)
     for otp in stuck:
         if _send_pending(otp.id):
             continue
