@@ -156,16 +156,27 @@ BATCH_SENDS = 600
 
 
 def test_workers_killed_mid_batch_lose_no_otp(make_app, app, tmp_path, figures):
-    """The batch send path (SEND_BATCH): each kill lands while a drain job holds a claimed batch
-    (its claimed list exists). Every OTP answered 201 still ends SENT or later, each with at least
-    one successful provider call: the sweep hands a dead drain job's claimed sends back."""
+    """The batch send path (SEND_BATCH), against a Graph API double that holds each request
+    0.3 s, so each kill lands while a drain job has a claimed batch at the provider. Every OTP
+    answered 201 still ends SENT or later, each with at least one successful provider call: the
+    sweep hands the dead drain jobs' claimed sends back."""
+    from tests.providers.cloud_api.graph import SETTINGS as CLOUD_API
+    from tests.providers.cloud_api.graph import GraphDouble
     from wpotp.models import SendAttempt
 
-    settings = dict(RESCUE, SEND_BATCH=16)
-    with RedisServer(tmp_path / "redis") as redis_server:
+    with RedisServer(tmp_path / "redis") as redis_server, GraphDouble() as graph:
+        answer = graph.http.handler
+
+        def slow(seen):
+            time.sleep(0.3)
+            return answer(seen)
+
+        graph.http.handler = slow
+        settings = {**CLOUD_API, "WHATSAPP_GRAPH_URL": graph.url, "WHATSAPP_MPS": 10000, "SEND_BATCH": 16,
+                    **RESCUE}
         conn = redis_server.client()
         web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **settings)
-        key = make_key(web)
+        key = make_key(web, mode="live")
         env = worker_env(web, redis_server.url(), WORKER_STOP_TIMEOUT=2, **settings)
         kills: list[tuple[int, bool]] = []
         with Supervisor(env, tmp_path, threads=4) as supervisor:
@@ -205,5 +216,6 @@ def test_workers_killed_mid_batch_lose_no_otp(make_app, app, tmp_path, figures):
             **{status.lower(): n for status, n in statuses.items()})
     assert answers == {201: BATCH_SENDS}
     assert len(kills) == 3 and any(held for _, held in kills) and left_claimed >= 1
+    assert rescued >= 1  # sends a killed drain job had claimed were handed back by the sweep
     assert set(statuses) <= SENT_OR_LATER and sum(statuses.values()) == BATCH_SENDS
     assert set(sent_ok) == set(ids)  # each sent at least once; none lost
