@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from redis.client import Pipeline
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -13,6 +14,7 @@ from ..extensions import get_queue, redis_client
 from ..util import random_base62
 
 SEND_JOB = "wpotp.jobs.send.send_otp_job"
+DRAIN_JOB = "wpotp.jobs.send.drain_sends_job"
 SEND_RESULT_TTL = 60  # seconds a finished send job stays in Redis (see enqueue_send)
 WORKERS_KEY = "wpotp:workers"  # the ids of worker processes seen lately (each alive while its key lives)
 
@@ -68,6 +70,10 @@ def job_alive(job_id: bytes | str | None, started_grace: float) -> bool:
     if job_id is None:
         return False
     conn = redis_client.conn
+    if isinstance(job_id, bytes):
+        job_id = job_id.decode()
+    if job_id.startswith(READY_MARK):  # a batched send not claimed yet: alive while it waits in the list
+        return conn.lpos(READY_KEY, job_id[len(READY_MARK):]) is not None
     try:
         job = Job.fetch(job_id.decode() if isinstance(job_id, bytes) else job_id, connection=conn)
     except NoSuchJobError:
@@ -100,6 +106,8 @@ def hand_back(job: Job) -> str:
     """Queue again a job that a stopping worker could not finish (jobs are safe to run twice)."""
     if job.func_name == SEND_JOB:
         return enqueue_send(*job.args)
+    if job.func_name == DRAIN_JOB:
+        return hand_back_claimed(job.id)
     copy = get_queue(job.origin).enqueue(job.func_name, args=job.args, kwargs=job.kwargs,
                                          description=job.description, result_ttl=job.result_ttl,
                                          failure_ttl=job.failure_ttl, job_timeout=job.timeout)
@@ -125,6 +133,8 @@ def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int =
     leaves its row QUEUED only when it queued the next try (which `send_job_key` then names).
     A failed job is kept for a day.
     """
+    if delay <= 0 and current_app.config["SEND_BATCH"]:
+        return _append_send(otp_id, generation, try_number, ttl, pipeline)
     queue = get_queue("otp")
     job_id = f"send-{otp_id}-g{generation}-t{try_number}-{random_base62(6)}"
     kwargs = dict(job_id=job_id, description=f"send {otp_id} g{generation} t{try_number}",
@@ -136,3 +146,127 @@ def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int =
         queue.enqueue(SEND_JOB, otp_id, generation, try_number, **kwargs, pipeline=pipeline)
     (pipeline or redis_client.conn).set(send_job_key(otp_id), job_id, ex=max(ttl, 60) + 300)
     return job_id
+
+
+# --- the batch send path (SEND_BATCH > 0) ----------------------------------------------------------
+#
+# The web tier appends a ready send to READY_KEY in its hand-off pipeline (one round trip) and
+# sets DRAIN_FLAG (SET NX, short TTL): only the send that set it enqueues a drain job (a second
+# round trip, only when no drain job is pending). A drain job clears the flag as it takes its
+# first batch, so the next send enqueues another and several drain jobs can run at once; it
+# takes batches until the list is empty (or DRAIN_FOR seconds have passed, then it enqueues its
+# successor), so an item appended before its last, empty, claim was claimed and one appended
+# after it finds the flag gone or a drain pending.
+#
+# A claim (one Lua script) moves up to N items into the job's own CLAIMED list and points each
+# OTP's `send_job_key` at the job; while an item waits in the list that key says READY_MARK + item.
+# So the sweep (otp/maintenance.py rescue_stuck, job_alive) sees a waiting send as alive while it
+# is in the list, a claimed one as alive while its drain job runs on a live worker, and hands back
+# the sends of a killed worker's job like a lost per-OTP job. A stopping worker hands back the
+# CLAIMED list of its unfinished drain job at once (hand_back_claimed).
+#
+# Retries with a delay stay per-OTP RQ jobs (scheduled), as do template messages.
+
+READY_KEY = "wpotp:sendq"
+READY_MARK = "q:"
+DRAIN_FLAG = "wpotp:sendq:drain-pending"
+DRAIN_FLAG_TTL = 15  # seconds: a flag whose job was lost (enqueue failed) blocks new drains no longer
+CLAIMED_TTL = 86400  # a killed job's CLAIMED list is only for inspection: the sweep works from rows
+DRAIN_FOR = 30  # seconds one drain job keeps taking batches before it hands on to a fresh job
+DRAIN_SIZE_WHEN_OFF = 16  # the batch size of a drain job run with SEND_BATCH=0 (sends queued before it was)
+
+
+def claimed_key(job_id: str) -> str:
+    return f"wpotp:sendq:claimed:{job_id}"
+
+
+def send_item(otp_id: str, generation: int, try_number: int, ttl: int) -> str:
+    return f"{otp_id}|{generation}|{try_number}|{ttl}"
+
+
+def parse_item(raw: bytes | str) -> tuple[str, int, int, int]:
+    otp_id, generation, try_number, ttl = (raw.decode() if isinstance(raw, bytes) else raw).split("|")
+    return otp_id, int(generation), int(try_number), int(ttl)
+
+
+def _append_send(otp_id: str, generation: int, try_number: int, ttl: int, pipeline: Pipeline | None) -> str:
+    """The batch path's hand-off: the item, its sweep marker and the drain flag (SET NX, last, so
+    `drain_if_flagged` finds its reply at the end of the pipeline's replies)."""
+    item = send_item(otp_id, generation, try_number, ttl)
+    pipe = pipeline if pipeline is not None else redis_client.conn.pipeline()
+    pipe.rpush(READY_KEY, item)
+    pipe.set(send_job_key(otp_id), READY_MARK + item, ex=max(ttl, 60) + 300)
+    pipe.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL)
+    if pipeline is None:
+        with pipe:
+            drain_if_flagged(pipe.execute())
+    return READY_MARK + item
+
+
+def drain_if_flagged(replies: list) -> str | None:
+    """After a hand-off pipeline ending with enqueue_send: enqueue a drain job if this send set
+    the drain flag (the batch path, no drain pending). A no-op on the per-OTP path."""
+    if not current_app.config["SEND_BATCH"] or not replies or replies[-1] is not True:
+        return None
+    return enqueue_drain()
+
+
+def enqueue_drain() -> str:
+    job = get_queue("otp").enqueue(DRAIN_JOB, job_id=f"drain-{random_base62(10)}", description="drain sends",
+                                   result_ttl=SEND_RESULT_TTL, failure_ttl=86400)
+    return job.id
+
+
+def ensure_drain() -> str | None:
+    """The sweep's check: sends waiting and no drain pending (its enqueue was lost, or the batch
+    path was turned off with sends in the list): enqueue one."""
+    conn = redis_client.conn
+    if conn.llen(READY_KEY) and conn.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
+        return enqueue_drain()
+    return None
+
+
+_CLAIM = """
+if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
+local items = {}
+for i = 1, tonumber(ARGV[1]) do
+  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not item then break end
+  items[#items + 1] = item
+  local key = ARGV[4] .. string.match(item, '^[^|]+')
+  if redis.call('GET', key) == ARGV[6] .. item then redis.call('SET', key, ARGV[2], 'KEEPTTL') end
+end
+if #items > 0 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+return items
+"""
+
+_GIVE_BACK = """
+local n = 0
+while true do
+  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not item then break end
+  n = n + 1
+  local key = ARGV[2] .. string.match(item, '^[^|]+')
+  if redis.call('GET', key) == ARGV[1] then redis.call('SET', key, ARGV[3] .. item, 'KEEPTTL') end
+end
+return n
+"""
+
+
+def claim_sends(job_id: str, count: int, first: bool) -> list[bytes]:
+    """Move up to `count` waiting sends into this drain job's CLAIMED list (one script, atomic);
+    the first claim also clears the drain flag."""
+    return redis_client.conn.eval(_CLAIM, 3, READY_KEY, claimed_key(job_id), DRAIN_FLAG, count, job_id,
+                                  "1" if first else "0", "wpotp:sendjob:", CLAIMED_TTL, READY_MARK)
+
+
+def release_claimed(job_id: str) -> None:
+    """The batch is done (its rows say what happened): forget the CLAIMED list."""
+    redis_client.conn.delete(claimed_key(job_id))
+
+
+def hand_back_claimed(job_id: str) -> str:
+    """A stopping worker's unfinished drain job: its claimed sends go back to the list (a send
+    already made is found SENT and skipped), and a drain job takes them."""
+    redis_client.conn.eval(_GIVE_BACK, 2, claimed_key(job_id), READY_KEY, job_id, "wpotp:sendjob:", READY_MARK)
+    return enqueue_drain()

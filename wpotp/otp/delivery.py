@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
@@ -16,6 +18,7 @@ from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
 
 from ..extensions import db, redis_client
+from ..jobs import enqueue
 from ..jobs.enqueue import enqueue_send
 from ..models import ACTIVE_STATUSES, Message, Otp, OtpStatus, SendAttempt
 from ..providers import OutboundOtp, Provider, ProviderError, get_provider
@@ -35,9 +38,10 @@ log = logging.getLogger("wpotp.delivery")
 # cost about as much as executing them): what a send needs of its OTP row, no ORM object;
 # the compare-and-set to SENT; one row per provider call.
 _otps = Otp.__table__
-_LOAD_FOR_SEND = select(_otps.c.id, _otps.c.app_id, _otps.c.recipient, _otps.c.provider, _otps.c.template_id,
-                        _otps.c.footer, _otps.c.status, _otps.c.generation, _otps.c.expires_at,
-                        _otps.c.ttl_seconds).where(_otps.c.id == bindparam("otp_id"))
+_SEND_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.recipient, _otps.c.provider, _otps.c.template_id,
+                 _otps.c.footer, _otps.c.status, _otps.c.generation, _otps.c.expires_at, _otps.c.ttl_seconds)
+_LOAD_FOR_SEND = select(*_SEND_COLUMNS).where(_otps.c.id == bindparam("otp_id"))
+_LOAD_MANY_FOR_SEND = select(*_SEND_COLUMNS).where(_otps.c.id.in_(bindparam("otp_ids", expanding=True)))
 _MARK_SENT = (update(_otps)
               .where(_otps.c.id == bindparam("otp_id"), _otps.c.generation == bindparam("gen"),
                      _otps.c.status == OtpStatus.QUEUED.value)
@@ -93,6 +97,144 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     if moved:
         provider.after_sent(message, result)
     return "sent" if moved else "sent-late"
+
+
+# --- the batch send path (SEND_BATCH; jobs/enqueue.py) --------------------------------------------
+
+def drain_sends(job_id: str) -> str:
+    """A drain job: claim batches of waiting sends and deliver each (deliver_batch) until the
+    list is empty; after DRAIN_FOR seconds, hand on to a fresh drain job instead (RQ's job
+    timeout, and a stopping worker's hand-back, stay about one batch). A full batch means more
+    may wait: then one more drain job is made pending (if none is), so a backlog spreads over
+    the free slots one drain job at a time."""
+    size = current_app.config["SEND_BATCH"] or enqueue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
+    app = current_app._get_current_object()
+    started = time.monotonic()
+    outcomes: dict[str, int] = {}
+    first = True
+    with ThreadPoolExecutor(max_workers=size, thread_name_prefix="send") as pool:
+        while True:
+            claimed = enqueue.claim_sends(job_id, size, first)
+            first = False
+            if not claimed:
+                break
+            if len(claimed) == size:
+                enqueue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
+            for outcome in deliver_batch([enqueue.parse_item(raw) for raw in claimed], pool, app):
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            enqueue.release_claimed(job_id)
+            if time.monotonic() - started >= enqueue.DRAIN_FOR:
+                enqueue.enqueue_drain()  # the list may not be empty: a successor takes over
+                break
+    return " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())) or "empty"
+
+
+@dataclass(slots=True)
+class _Call:
+    """One send of a batch: what deliver_otp has in its locals."""
+
+    otp: object
+    try_number: int
+    message: OutboundOtp
+    provider: Provider
+    result: object = None
+    error: ProviderError | None = None
+    too_late: bool = False
+    crashed: bool = False
+    latency_ms: int = 0
+    at: datetime | None = None
+
+
+def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecutor, app) -> list[str]:
+    """deliver_otp for many sends: one SELECT for the rows, one MGET for the sealed codes, the
+    provider calls concurrently on `pool` (throttle and expiry margin as for one), then the
+    attempts, the compare-and-sets to SENT and their events in one transaction and one commit.
+    Failures, expiries and retries then take deliver_otp's own paths, one by one.
+    Returns an outcome per item, as deliver_otp would."""
+    conn = db.session.connection()
+    rows = {row.id: row for row in conn.execute(_LOAD_MANY_FOR_SEND, {"otp_ids": [i[0] for i in items]})}
+    seals = redis_client.conn.mget([seal_key(otp_id, generation) for otp_id, generation, _, _ in items])
+    outcomes: list[str] = []
+    calls: list[_Call] = []
+    seen: set[tuple[str, int]] = set()
+    for (otp_id, generation, try_number, _ttl), sealed in zip(items, seals, strict=True):
+        otp = rows.get(otp_id)
+        if (otp is None or otp.generation != generation or otp.status != OtpStatus.QUEUED
+                or (otp_id, generation) in seen):  # a send handed back twice goes once per batch
+            outcomes.append("skipped")
+            continue
+        seen.add((otp_id, generation))
+        if otp.expires_at <= utcnow():
+            expire_one(_orm(otp_id))
+            outcomes.append("expired")
+            continue
+        if sealed is None:
+            _fail(otp, "code_unavailable: the code left the queue before it could be sent")
+            outcomes.append("failed")
+            continue
+        template = template_by_id(otp.template_id)
+        code = unseal_code(otp.id, generation, sealed.decode())
+        message = OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
+                              template_name=template.name, language=template.language,
+                              body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
+        calls.append(_Call(otp, try_number, message, get_provider(otp.provider)))
+    db.session.rollback()  # no read transaction held across the provider calls
+
+    def make(call: _Call) -> _Call:
+        started = time.monotonic()
+        with app.app_context():
+            try:
+                call.result = call_provider(call.provider, call.provider.send_otp, call.message,
+                                            expires_at=call.otp.expires_at)
+            except TooLate:
+                call.too_late = True
+            except ProviderError as exc:
+                call.error = exc
+            except Exception:  # a bug: the row stays QUEUED and the sweep hands it back
+                log.exception("send of %s failed unexpectedly", call.otp.id)
+                call.crashed = True
+        call.latency_ms = int((time.monotonic() - started) * 1000)
+        call.at = utcnow()
+        return call
+
+    done = list(pool.map(make, calls))
+    # One transaction: every attempt row, every compare-and-set to SENT and its event.
+    conn = db.session.connection()
+    attempts = [_attempt_row(c) for c in done if c.result is not None or c.error is not None]
+    if attempts:
+        conn.execute(_INSERT_ATTEMPT, attempts)
+    moved: set[int] = set()  # id() of the calls whose compare-and-set matched
+    for call in done:
+        if call.result is None:
+            continue
+        if conn.execute(_MARK_SENT, {"otp_id": call.otp.id, "gen": call.otp.generation, "at": call.at,
+                                     "pmid": call.result.provider_message_id}).rowcount == 1:
+            record_event(call.otp, "otp.sent", at=call.at, status=OtpStatus.SENT, generation=call.otp.generation,
+                         provider=call.provider.name)
+            moved.add(id(call))
+    commit_and_queue()
+    for call in done:
+        if call.result is not None:
+            replay_early_receipts(call.provider.name, call.result.provider_message_id)
+            if id(call) in moved:
+                call.provider.after_sent(call.message, call.result)
+            outcomes.append("sent" if id(call) in moved else "sent-late")
+        elif call.too_late:
+            expire_one(_orm(call.otp.id), within=SEND_MARGIN)
+            outcomes.append("expired")
+        elif call.error is not None:
+            outcomes.append(_after_failure(call.otp, call.error, call.try_number))
+        else:
+            outcomes.append("crashed")
+    return outcomes
+
+
+def _attempt_row(call: _Call) -> dict:
+    error = call.error
+    return dict(otp_id=call.otp.id, message_id=None, generation=call.otp.generation, provider=call.provider.name,
+                ok=error is None, provider_message_id=None if error is not None else call.result.provider_message_id,
+                permanent=None if error is None else error.permanent,
+                error=None if error is None else str(error)[:500], latency_ms=call.latency_ms, created_at=call.at)
 
 
 def _orm(otp_id: str) -> Otp:

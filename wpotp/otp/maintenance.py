@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from ..extensions import db, redis_client
-from ..jobs.enqueue import enqueue_send, job_alive, send_job_key
+from ..jobs.enqueue import enqueue_send, ensure_drain, job_alive, send_job_key
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
@@ -72,6 +72,7 @@ def rescue_stuck() -> tuple[int, int]:
     ).all()
     requeued = failed = 0
     conn = redis_client.conn
+    ensure_drain()  # batched sends waiting with no drain job pending (even with SEND_BATCH now 0)
     for otp in stuck:
         if _send_pending(otp.id):
             continue

@@ -8,6 +8,7 @@ guesses spend at most the budget, N parallel right guesses verify exactly once.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ from ..errors import (
     WpotpError,
 )
 from ..extensions import db, redis_client
-from ..jobs.enqueue import enqueue_send
+from ..jobs.enqueue import drain_if_flagged, enqueue_send
 from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
@@ -42,6 +43,8 @@ from .events import record_event
 from .limits import consume_send
 from .phones import normalize_recipient
 from .templates import resolve_template
+
+log = logging.getLogger("wpotp.service")
 
 
 @dataclass
@@ -145,10 +148,14 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
             pipe.multi()
             pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
             enqueue_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
-            pipe.execute()
+            replies = pipe.execute()
     except QUEUE_OUTAGES as exc:
         _undo_hand_off(otp, generation, revert_to)
         raise ServiceUnavailable("The queue is unavailable; nothing was sent or changed. Retry.") from exc
+    try:
+        drain_if_flagged(replies)  # the batch path: a drain job, only if none is pending
+    except QUEUE_OUTAGES:  # the send is in the list: the flag lapses and the sweep enqueues a drain
+        log.warning("could not enqueue a drain job for a queued send (Redis unavailable); the sweep will")
 
 
 def _undo_hand_off(otp: Otp | store.OtpView, generation: int, revert_to: dict | None) -> None:
