@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import redis
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 
 from ..extensions import db, redis_client
 from ..jobs import enqueue
@@ -29,6 +29,7 @@ from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
 from .events import record_event, record_message_event
 from .service import expire_one, seal_key
+from .store import write_event
 from .templates import render, template_by_id
 
 log = logging.getLogger("wpotp.delivery")
@@ -355,8 +356,7 @@ def _apply_known(provider_message_id: str, status: str, now: datetime, error: st
             record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, superseded=True)
             commit_and_queue()
             return False
-        return _apply(Otp, otp, (Otp.generation == generation,), status, now, error,
-                      lambda row, **data: record_event(row, f"otp.{status}", at=now, generation=generation, **data))
+        return _apply_to_otp(otp, generation, status, now, error)
     message = db.session.scalars(select(Message).where(Message.provider_message_id == provider_message_id)).first()
     if message is not None:
         return _apply(Message, message, (), status, now, error,
@@ -458,14 +458,55 @@ def _apply(model, row, same_message: tuple, status: str, now: datetime, error: s
     return True
 
 
-def _otp_for_message(provider_message_id: str) -> tuple[Otp | None, int]:
-    otp = db.session.scalars(select(Otp).where(Otp.provider_message_id == provider_message_id)).first()
+_OTPS = Otp.__table__
+_RECEIPT_OTP_COLUMNS = (_OTPS.c.id, _OTPS.c.app_id, _OTPS.c.generation, _OTPS.c.status)
+_OTP_BY_MESSAGE = select(*_RECEIPT_OTP_COLUMNS).where(_OTPS.c.provider_message_id == bindparam("message_id"))
+_OTP_BY_ID = select(*_RECEIPT_OTP_COLUMNS).where(_OTPS.c.id == bindparam("otp_id"))
+_ATTEMPT_BY_MESSAGE = (select(SendAttempt.otp_id, SendAttempt.generation)
+                       .where(SendAttempt.provider_message_id == bindparam("message_id"),
+                              SendAttempt.otp_id.is_not(None)).limit(1))
+
+
+def _receipt_update(status: str):
+    """One compare-and-set per receipt: the receipt's column filled if it is still empty, and
+    the status moved forward in the same UPDATE only from a status it may leave (SET reads
+    the row as it was); RETURNING the status the row has now."""
+    column, target, movable = _RECEIPTS[status]
+    values = {column: bindparam("rc_at", type_=_OTPS.c[column].type),
+              "status": case((_OTPS.c.status.in_(movable), target), else_=_OTPS.c.status)}
+    if status == "failed":
+        values["error"] = case((_OTPS.c.status.in_(movable), bindparam("rc_error")), else_=_OTPS.c.error)
+    return (update(_OTPS)
+            .where(_OTPS.c.id == bindparam("rc_otp_id"), _OTPS.c.generation == bindparam("rc_generation"),
+                   _OTPS.c[column].is_(None))
+            .values(values).returning(_OTPS.c.status))
+
+
+_RECEIPT_UPDATES = {status: _receipt_update(status) for status in _RECEIPTS}
+
+
+def _apply_to_otp(otp, generation: int, status: str, now: datetime, error: str | None) -> bool:
+    """A receipt for the OTP's current message, as Core: the compare-and-set, then its event."""
+    conn = db.session.connection()
+    error_text = (error or "failed: reported by the provider")[:500] if status == "failed" else None
+    moved = conn.execute(_RECEIPT_UPDATES[status], {"rc_otp_id": otp.id, "rc_generation": generation,
+                                                     "rc_at": now, "rc_error": error_text}).first()
+    if moved is None:
+        db.session.rollback()
+        return False  # a repeat
+    data = {"status": moved.status, "generation": generation, **({"error": error_text} if error_text else {})}
+    write_event(conn, otp.app_id, otp.id, f"otp.{status}", data, now)
+    commit_and_queue()
+    return True
+
+
+def _otp_for_message(provider_message_id: str):
+    """The OTP (id, app_id, generation, status) whose message this is, and that message's generation."""
+    conn = db.session.connection()
+    otp = conn.execute(_OTP_BY_MESSAGE, {"message_id": provider_message_id}).first()
     if otp is not None:
         return otp, otp.generation
-    attempt = db.session.scalars(
-        select(SendAttempt).where(SendAttempt.provider_message_id == provider_message_id,
-                                  SendAttempt.otp_id.is_not(None))
-    ).first()
+    attempt = conn.execute(_ATTEMPT_BY_MESSAGE, {"message_id": provider_message_id}).first()
     if attempt is None:
         return None, 0
-    return db.session.get(Otp, attempt.otp_id), attempt.generation
+    return conn.execute(_OTP_BY_ID, {"otp_id": attempt.otp_id}).first(), attempt.generation

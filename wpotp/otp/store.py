@@ -238,6 +238,17 @@ def record_attempt(conn: Connection, otp: OtpView, result: str, ip: str | None, 
     conn.execute(_INSERT_ATTEMPT, _prefixed("a_", _attempt(otp, result, ip, now)))
 
 
+def write_event(conn: Connection, app_id: str, otp_id: str, event_type: str, data: dict, at: datetime) -> None:
+    """One event of an OTP and the webhook delivery it owes (if its app's endpoint wants it),
+    as Core INSERTs in the caller's transaction; commit with `commit_and_queue`."""
+    event = _event(app_id, otp_id, event_type, data, at)
+    conn.execute(_INSERT_EVENT, _prefixed("e_", event))
+    delivery = owed_delivery(app_id, event["id"], event_type, data, at)
+    if delivery is not None:
+        conn.execute(_INSERT_DELIVERY, _prefixed("d_", delivery))
+        owe(delivery["id"])
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 def _then_rows(conn: Connection, change, params: dict, *inserts):
