@@ -30,6 +30,16 @@ RESCUE = {"STUCK_QUEUED_AFTER": 5, "SWEEP_INTERVAL": 1}
 SENT_OR_LATER = {"SENT", "DELIVERED", "READ", "VERIFIED"}
 
 
+def _wait_for_all_sent(web, ids, supervisor, redis_server) -> None:
+    """Until every accepted OTP is sent or later; else the workers' logs and what is left unsent."""
+    try:
+        wait_until(lambda: set(_statuses(web, ids)) <= SENT_OR_LATER, 180, every=0.5,
+                   what="every accepted OTP to be sent")
+    except AssertionError:
+        print(supervisor.logs()[-20000:])
+        raise AssertionError(_unsent(web, ids, redis_server)) from None
+
+
 def _statuses(app, ids: list[str]) -> Counter:
     with app.app_context():
         rows = db.session.execute(select(Otp.id, Otp.status).where(Otp.id.in_(ids))).all()
@@ -102,12 +112,7 @@ def test_workers_killed_during_1000_sends_lose_no_otp(make_app, app, tmp_path, f
             started = time.monotonic()
             ids, answers = _send_all(web, key, SENDS, on_accepted)
             accepted_in = time.monotonic() - started
-            try:
-                wait_until(lambda: set(_statuses(web, ids)) <= SENT_OR_LATER, 180, every=0.5,
-                           what="every accepted OTP to be sent")
-            except AssertionError:
-                print(supervisor.logs()[-20000:])
-                raise AssertionError(_unsent(web, ids, redis_server)) from None
+            _wait_for_all_sent(web, ids, supervisor, redis_server)
             done_in = time.monotonic() - kills[-1][2]
             workers = len(supervisor.procs)
             logs = supervisor.logs()
@@ -195,12 +200,7 @@ def test_workers_killed_mid_batch_lose_no_otp(make_app, app, tmp_path, figures):
                 kills.append((count, held))
 
             ids, answers = _send_all(web, key, BATCH_SENDS, on_accepted)
-            try:
-                wait_until(lambda: set(_statuses(web, ids)) <= SENT_OR_LATER, 180, every=0.5,
-                           what="every accepted OTP to be sent")
-            except AssertionError:
-                print(supervisor.logs()[-20000:])
-                raise AssertionError(_unsent(web, ids, redis_server)) from None
+            _wait_for_all_sent(web, ids, supervisor, redis_server)
             left_claimed = len(conn.keys("wpotp:sendq:claimed:*"))  # the killed jobs' batches
             logs = supervisor.logs()
     statuses = _statuses(web, ids)
