@@ -257,7 +257,7 @@ def claim_sends(job_id: str, count: int, first: bool) -> list[bytes]:
     """Move up to `count` waiting sends into this drain job's CLAIMED list (one script, atomic);
     the first claim also clears the drain flag."""
     return redis_client.conn.eval(_CLAIM, 3, READY_KEY, claimed_key(job_id), DRAIN_FLAG, count, job_id,
-                                  "1" if first else "0", "wpotp:sendjob:", CLAIMED_TTL, READY_MARK)
+                                  "1" if first else "0", send_job_key(""), CLAIMED_TTL, READY_MARK)
 
 
 def release_claimed(job_id: str) -> None:
@@ -268,5 +268,5 @@ def release_claimed(job_id: str) -> None:
 def hand_back_claimed(job_id: str) -> str:
     """A stopping worker's unfinished drain job: its claimed sends go back to the list (a send
     already made is found SENT and skipped), and a drain job takes them."""
-    redis_client.conn.eval(_GIVE_BACK, 2, claimed_key(job_id), READY_KEY, job_id, "wpotp:sendjob:", READY_MARK)
+    redis_client.conn.eval(_GIVE_BACK, 2, claimed_key(job_id), READY_KEY, job_id, send_job_key(""), READY_MARK)
     return enqueue_drain()

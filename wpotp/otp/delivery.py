@@ -70,11 +70,7 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     if sealed is None:
         _fail(otp, "code_unavailable: the code left the queue before it could be sent")
         return "failed"
-    template = template_by_id(otp.template_id)
-    code = unseal_code(otp.id, generation, sealed.decode())
-    message = OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
-                          template_name=template.name, language=template.language,
-                          body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
+    message = _outbound(otp, generation, sealed)
     provider = get_provider(otp.provider)
     started = time.monotonic()
     try:
@@ -98,6 +94,15 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     if moved:
         provider.after_sent(message, result)
     return "sent" if moved else "sent-late"
+
+
+def _outbound(otp, generation: int, sealed: bytes) -> OutboundOtp:
+    """The message for the provider: the template rendered with the code unsealed for it."""
+    template = template_by_id(otp.template_id)
+    code = unseal_code(otp.id, generation, sealed.decode())
+    return OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
+                       template_name=template.name, language=template.language,
+                       body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
 
 
 # --- the batch send path (SEND_BATCH; jobs/enqueue.py) --------------------------------------------
@@ -173,12 +178,7 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
             _fail(otp, "code_unavailable: the code left the queue before it could be sent")
             outcomes.append("failed")
             continue
-        template = template_by_id(otp.template_id)
-        code = unseal_code(otp.id, generation, sealed.decode())
-        message = OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
-                              template_name=template.name, language=template.language,
-                              body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
-        calls.append(_Call(otp, try_number, message, get_provider(otp.provider)))
+        calls.append(_Call(otp, try_number, _outbound(otp, generation, sealed), get_provider(otp.provider)))
     db.session.rollback()  # no read transaction held across the provider calls
 
     def make(call: _Call) -> _Call:
@@ -231,11 +231,9 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
 
 
 def _attempt_row(call: _Call) -> dict:
-    error = call.error
-    return dict(otp_id=call.otp.id, message_id=None, generation=call.otp.generation, provider=call.provider.name,
-                ok=error is None, provider_message_id=None if error is not None else call.result.provider_message_id,
-                permanent=None if error is None else error.permanent,
-                error=None if error is None else str(error)[:500], latency_ms=call.latency_ms, created_at=call.at)
+    return _send_attempt(call.provider.name, call.latency_ms, call.at, otp_id=call.otp.id,
+                         generation=call.otp.generation, error=call.error,
+                         provider_message_id=None if call.error is not None else call.result.provider_message_id)
 
 
 def _orm(otp_id: str) -> Otp:
@@ -274,12 +272,18 @@ def record_send(provider: str, started: float, *, otp_id: str | None = None, mes
                 provider_message_id: str | None = None) -> None:
     """Keep one row per provider call: which message, how long, what went wrong (one Core INSERT,
     in the transaction the caller commits)."""
-    db.session.connection().execute(_INSERT_ATTEMPT, dict(
-        otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, ok=error is None,
-        provider_message_id=provider_message_id, permanent=None if error is None else error.permanent,
-        error=None if error is None else str(error)[:500], latency_ms=int((time.monotonic() - started) * 1000),
-        created_at=utcnow(),
-    ))
+    db.session.connection().execute(_INSERT_ATTEMPT, _send_attempt(
+        provider, int((time.monotonic() - started) * 1000), utcnow(), otp_id=otp_id, message_id=message_id,
+        generation=generation, error=error, provider_message_id=provider_message_id))
+
+
+def _send_attempt(provider: str, latency_ms: int, at: datetime, *, otp_id: str | None = None,
+                  message_id: str | None = None, generation: int = 1, error: ProviderError | None = None,
+                  provider_message_id: str | None = None) -> dict:
+    """A send_attempts row's values."""
+    return dict(otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, ok=error is None,
+                provider_message_id=provider_message_id, permanent=None if error is None else error.permanent,
+                error=None if error is None else str(error)[:500], latency_ms=latency_ms, created_at=at)
 
 
 def retry_delay(exc: ProviderError, try_number: int) -> int | None:
@@ -458,10 +462,9 @@ def _apply(model, row, same_message: tuple, status: str, now: datetime, error: s
     return True
 
 
-_OTPS = Otp.__table__
-_RECEIPT_OTP_COLUMNS = (_OTPS.c.id, _OTPS.c.app_id, _OTPS.c.generation, _OTPS.c.status)
-_OTP_BY_MESSAGE = select(*_RECEIPT_OTP_COLUMNS).where(_OTPS.c.provider_message_id == bindparam("message_id"))
-_OTP_BY_ID = select(*_RECEIPT_OTP_COLUMNS).where(_OTPS.c.id == bindparam("otp_id"))
+_RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.status)
+_OTP_BY_MESSAGE = select(*_RECEIPT_OTP_COLUMNS).where(_otps.c.provider_message_id == bindparam("message_id"))
+_OTP_BY_ID = select(*_RECEIPT_OTP_COLUMNS).where(_otps.c.id == bindparam("otp_id"))
 _ATTEMPT_BY_MESSAGE = (select(SendAttempt.otp_id, SendAttempt.generation)
                        .where(SendAttempt.provider_message_id == bindparam("message_id"),
                               SendAttempt.otp_id.is_not(None)).limit(1))
@@ -472,14 +475,14 @@ def _receipt_update(status: str):
     the status moved forward in the same UPDATE only from a status it may leave (SET reads
     the row as it was); RETURNING the status the row has now."""
     column, target, movable = _RECEIPTS[status]
-    values = {column: bindparam("rc_at", type_=_OTPS.c[column].type),
-              "status": case((_OTPS.c.status.in_(movable), target), else_=_OTPS.c.status)}
+    values = {column: bindparam("rc_at", type_=_otps.c[column].type),
+              "status": case((_otps.c.status.in_(movable), target), else_=_otps.c.status)}
     if status == "failed":
-        values["error"] = case((_OTPS.c.status.in_(movable), bindparam("rc_error")), else_=_OTPS.c.error)
-    return (update(_OTPS)
-            .where(_OTPS.c.id == bindparam("rc_otp_id"), _OTPS.c.generation == bindparam("rc_generation"),
-                   _OTPS.c[column].is_(None))
-            .values(values).returning(_OTPS.c.status))
+        values["error"] = case((_otps.c.status.in_(movable), bindparam("rc_error")), else_=_otps.c.error)
+    return (update(_otps)
+            .where(_otps.c.id == bindparam("rc_otp_id"), _otps.c.generation == bindparam("rc_generation"),
+                   _otps.c[column].is_(None))
+            .values(values).returning(_otps.c.status))
 
 
 _RECEIPT_UPDATES = {status: _receipt_update(status) for status in _RECEIPTS}
