@@ -19,10 +19,8 @@ from ..cache import bump_epoch
 from ..cli import issue_key
 from ..extensions import db, redis_client
 from ..models import ApiKey, AuditEntry, Event, Template, User, WebhookAttempt, WebhookDelivery
-from ..otp.template_sync import TemplateSyncError, sync_problems, sync_templates
 from ..providers.sandbox import read_outbox
 from ..util import utcnow
-from ..webhooks.delivery import redeliver
 from ..webhooks.endpoints import configure_endpoint, find_endpoint, rotate_secret
 from ..webhooks.events import PUBLIC_EVENTS
 from . import bp
@@ -256,6 +254,10 @@ def templates():
 @bp.post("/templates/sync")
 @admin_required
 def sync_templates_now():
+    # Imported here, as redeliver below: they bring the provider HTTP client (requests, about
+    # 5 MB of RSS) into the gunicorn worker that runs this, not into every one.
+    from ..otp.template_sync import TemplateSyncError, sync_problems, sync_templates
+
     problems = sync_problems(current_app.config)
     if problems:
         flash("Cannot sync: " + "; ".join(problems) + ".", "error")
@@ -347,6 +349,8 @@ def webhook_delivery(delivery_id: str):
 @bp.post("/webhooks/deliveries/<delivery_id>/redeliver")
 @admin_required
 def redeliver_webhook(delivery_id: str):
+    from ..webhooks.delivery import redeliver
+
     delivery = _delivery_of_this_app(delivery_id)
     event = db.session.get(Event, delivery.event_id)
     try:

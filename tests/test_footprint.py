@@ -1,0 +1,35 @@
+"""What a web process carries: create_app imports no module that only some requests or only the
+workers use (each is RSS in every gunicorn worker: docs/performance.md, "Memory")."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Alembic and its Mako/Pygments (migrations only), the provider HTTP client (template sync and
+# webhook redelivery import it when run), cryptography's Fernet and OpenSSL bindings (sealing
+# webhook secrets; the bare `cryptography` package, a version string, is imported by others).
+NOT_IN_A_WEB_PROCESS = ("flask_migrate", "alembic", "mako", "requests", "cryptography.fernet", "cryptography.hazmat")
+
+
+def _modules_after_create_app(code: str = "") -> set[str]:
+    script = ("import json, sys\nfrom wpotp import create_app\napp = create_app()\n" + code +
+              "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SECRET_KEY": "x" * 32})
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_a_web_process_imports_neither_migrations_nor_the_provider_client_nor_cryptography():
+    loaded = _modules_after_create_app()
+    assert "wpotp.console" in loaded and "wpotp.api" in loaded  # the app really was built
+    assert not {m for m in loaded if m.startswith(NOT_IN_A_WEB_PROCESS)}
+
+
+def test_the_modules_kept_out_still_load_where_they_are_used():
+    loaded = _modules_after_create_app(
+        "from wpotp.webhooks.signing import seal_secret, unseal_secret\n"
+        "with app.app_context():\n    assert unseal_secret(seal_secret('whsec_x')) == 'whsec_x'\n"
+        "import wpotp.otp.template_sync\n")
+    assert {"requests", "cryptography.fernet"} <= loaded
