@@ -13,22 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_IN_A_WEB_PROCESS = ("flask_migrate", "alembic", "mako", "requests", "cryptography.fernet", "cryptography.hazmat")
 
 
-def _modules_after_create_app(code: str = "") -> set[str]:
+def _modules_after_create_app(tmp_path: Path, code: str = "") -> set[str]:
     script = ("import json, sys\nfrom wpotp import create_app\napp = create_app()\n" + code +
               "print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SECRET_KEY": "x" * 32})
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "WPOTP_INSTANCE_DIR": str(tmp_path)})
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
-def test_a_web_process_imports_neither_migrations_nor_the_provider_client_nor_cryptography():
-    loaded = _modules_after_create_app()
+def test_a_web_process_imports_neither_migrations_nor_the_provider_client_nor_cryptography(tmp_path):
+    loaded = _modules_after_create_app(tmp_path)
     assert "wpotp.console" in loaded and "wpotp.api" in loaded  # the app really was built
     assert not {m for m in loaded if m.startswith(NOT_IN_A_WEB_PROCESS)}
 
 
-def test_the_modules_kept_out_still_load_where_they_are_used():
+def test_the_modules_kept_out_still_load_where_they_are_used(tmp_path):
     loaded = _modules_after_create_app(
+        tmp_path,
         "from wpotp.webhooks.signing import seal_secret, unseal_secret\n"
         "with app.app_context():\n    assert unseal_secret(seal_secret('whsec_x')) == 'whsec_x'\n"
         "import wpotp.otp.template_sync\n")
