@@ -106,14 +106,16 @@ class Schemas:
     def __init__(self, snake: bool):
         self.snake = snake
         self.components: dict[str, Any] = {}
+        self.refs: dict[type[BaseModel], dict] = {}
 
     def add(self, models: list[tuple[type[BaseModel], str]]) -> None:
-        _refs, defs = models_json_schema(models, ref_template=REF)
+        refs, defs = models_json_schema(models, ref_template=REF)
         for name, schema in defs.get("$defs", {}).items():
             self.components[name] = snake_schema(schema) if self.snake else schema
+        self.refs.update({model: ref for (model, _mode), ref in refs.items()})
 
     def ref(self, model: type[BaseModel]) -> dict:
-        return {"$ref": REF.format(model=model.__name__)}
+        return dict(self.refs[model])
 
 
 def snake_schema(schema: Any) -> Any:
