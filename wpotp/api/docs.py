@@ -4,8 +4,9 @@ Public: the documents describe the API, they hold no data; the request gate stil
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, render_template, request, url_for
+from flask import current_app, jsonify, make_response, render_template, request, url_for
 
+from ..console.auth import CONTENT_SECURITY_POLICY
 from . import bp
 
 # wpotp.apidoc reads every view's models, the dialects' included: imported when a document is
@@ -21,7 +22,13 @@ def openapi():
 
 @bp.get("/docs")
 def docs():
-    return render_template("apidoc/docs.html", title="wpotp API", spec_url=url_for("api.openapi"))
+    """Swagger UI, under the console's Content-Security-Policy: its scripts and styles are files of
+    this server (wpotp/static/vendor/swagger-ui, wpotp/static/js/swagger-init.js)."""
+    response = make_response(render_template("apidoc/docs.html", title="wpotp API", spec_url=url_for("api.openapi")))
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
 
 
 @bp.get("/postman.json")
