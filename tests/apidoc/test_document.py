@@ -180,3 +180,35 @@ def test_docs_page_uses_local_assets_only(client):
     for asset in ("/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/vendor/swagger-ui/swagger-ui.css",
                   "/static/js/swagger-init.js"):
         assert client.get(asset).status_code == 200
+
+
+def test_answers_of_a_whole_lifecycle_fit_the_answer_models(client, api_key, run_worker, outbox):
+    """The serializers and wpotp/api/answers.py agree on real objects with real timelines (a sent,
+    failed-then-verified OTP, a canceled one, a message), not only the QUEUED ones fuzzing sees."""
+    from tests.api.support import latest_code
+
+    h = api_key.headers
+    sent = client.post("/v1/otp/send", json={"recipient": "+905551112233", "reference": "r-1"}, headers=h)
+    answers.OtpSummary.model_validate(sent.get_json())
+    other = client.post("/v1/otp/send", json={"recipient": "+905551112234"}, headers=h).get_json()
+    run_worker()
+    otp_id = sent.get_json()["id"]
+    assert client.post(f"/v1/otp/{otp_id}/verify", json={"code": "000000"}, headers=h).status_code == 400
+    verified = client.post(f"/v1/otp/{otp_id}/verify", json={"code": latest_code(outbox, "+905551112233")},
+                           headers=h)
+    answers.Verified.model_validate(verified.get_json())
+    answers.Otp.model_validate(client.get(f"/v1/otp/{otp_id}", headers=h).get_json())
+    answers.Otp.model_validate(client.post(f"/v1/otp/{other['id']}/cancel", headers=h).get_json())
+    listing = answers.OtpList.model_validate(client.get("/v1/otp", headers=h).get_json())
+    assert len(listing.data) == 2
+    attempts = answers.AttemptList.model_validate(client.get(f"/v1/otp/{otp_id}/attempts", headers=h).get_json())
+    assert len(attempts.data) == 2
+    logs = answers.LogList.model_validate(client.get("/v1/logs", headers=h).get_json())
+    assert {e.type for e in logs.data} >= {"otp.sent", "otp.verified", "otp.canceled"}
+    answers.TemplateList.model_validate(client.get("/v1/templates", headers=h).get_json())
+    answers.RateLimitList.model_validate(client.get("/v1/rate-limits?recipient=%2B905551112233",
+                                                    headers=h).get_json())
+    answers.Report.model_validate(client.get("/v1/reports", headers=h).get_json())
+    answers.Report.model_validate(client.get("/v1/reports?interval=hour", headers=h).get_json())
+    bad = client.post("/v1/otp/send", json={"recipient": 5}, headers=h)
+    answers.ErrorEnvelope.model_validate(bad.get_json())
