@@ -21,4 +21,4 @@ bp.record_once(lambda state: state.app.url_map.converters.setdefault("otp_id", O
 gate(bp)
 
 
-from . import logs, messages, otp, reports, templates  # noqa: E402,F401  (routes register on bp)
+from . import docs, logs, messages, otp, reports, templates  # noqa: E402,F401  (routes register on bp)

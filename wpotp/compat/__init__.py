@@ -30,7 +30,10 @@ def compat_blueprint(name: str, key_extractor: KeyExtractor = native_key) -> Blu
     The budget is one per API-key hash + client IP across /v1 and every dialect (one counter),
     so moving a client to a dialect never doubles what a key may spend.
     """
+    from ..api.docs import dialect_openapi
+
     bp = carries_key(Blueprint(f"compat_{name}", __name__, url_prefix=f"/compat/{name}"), key_extractor)
+    bp.add_url_rule("/openapi.json", "openapi", dialect_openapi(name), methods=["GET"])
     return gate(bp)  # the request gate, as on /v1: budget and RateLimit-* headers (wpotp/api/ratelimit.py)
 
 

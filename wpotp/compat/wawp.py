@@ -13,6 +13,7 @@ import json
 import re
 
 from flask import g, jsonify, request
+from pydantic import BaseModel, Field
 
 from ..api.auth import require_key
 from ..api.errors import as_error
@@ -115,6 +116,27 @@ def authorised() -> tuple[ApiKey, App]:
     if params(strict=False).get("instance_id") != app.id:
         raise Unauthorized("Invalid instance_id: it is not the app of this access_token.")
     return key, app
+
+
+class SendParams(BaseModel):
+    """The parameters of /v2/auth/otp/send as the functions above read them (`text`, `recipient`,
+    `language`), for the dialect's OpenAPI document (wpotp/apidoc): Wawp's loose parameters are read
+    by hand, not by this model; tests/apidoc's fuzzing holds the two to the same answers."""
+    instance_id: str = Field(description="The app's id, `app_...`.")
+    access_token: str = Field(description="A wpotp API key.")
+    chatId: str = Field(max_length=64, pattern=r"^\+?[1-9][0-9]{5,14}(@c\.us|@s\.whatsapp\.net)?$",  # noqa: N815
+                        examples=["905551112233"])
+    lang: str | None = Field(None, max_length=16, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
+    footer: str | None = Field(None, max_length=200)
+
+
+class VerifyParams(BaseModel):
+    """The parameters of /v2/auth/otp/verify (see SendParams)."""
+    instance_id: str = Field(description="The app's id, `app_...`.")
+    access_token: str = Field(description="A wpotp API key.")
+    chatId: str = Field(max_length=64, pattern=r"^\+?[1-9][0-9]{5,14}(@c\.us|@s\.whatsapp\.net)?$",  # noqa: N815
+                        examples=["905551112233"])
+    code: str = Field(min_length=1, max_length=16, examples=["482913"])
 
 
 # --- calls --------------------------------------------------------------------------------------
