@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from tests.otp.support import event_types, otp_row, send, show
 from wpotp.extensions import redis_client
-from wpotp.otp import delivery
+from wpotp.otp import receipts
 
 from .graph import SETTINGS, VERIFY_TOKEN, signed, status_item, status_webhook
 from .support import post_receipts, sent_otp
@@ -265,7 +265,7 @@ def test_a_receipt_for_a_wamid_that_never_appears_is_held_briefly_without_secret
     assert key == "wpotp:early-receipt:cloud_api:wamid.NEVERSENT"
     with cloud_app.app_context():
         conn = redis_client.conn
-        assert 0 < conn.ttl(key) <= delivery.EARLY_RECEIPT_TTL  # it expires on its own
+        assert 0 < conn.ttl(key) <= receipts.EARLY_RECEIPT_TTL  # it expires on its own
         held = b" ".join(conn.lrange(key, 0, -1))
     assert b"delivered" in held and b"482913" not in held and live_key.secret.encode() not in held
 
@@ -281,7 +281,7 @@ def test_a_receipt_held_just_after_the_workers_commit_and_replay_is_applied_by_t
     found nothing held, then the webhook holds its receipt. Its second look then applies it."""
     otp_id, wamid = sent_otp(cloud_client, live_key, run_worker, cloud_app, graph)
     with cloud_app.app_context():
-        delivery.hold_receipt("cloud_api", wamid, "delivered", datetime.now(UTC).replace(tzinfo=None), None)
+        receipts.hold_receipt("cloud_api", wamid, "delivered", datetime.now(UTC).replace(tzinfo=None), None)
 
     assert show(cloud_client, live_key, otp_id)["status"] == "DELIVERED"
     assert event_types(cloud_app, otp_id).count("otp.delivered") == 1
