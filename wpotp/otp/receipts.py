@@ -197,6 +197,11 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
     """The compare-and-set of one receipt, then its event (OTP: status and generation, as SPEC §6's
     payload reads them; message: status)."""
     error_text = (error or "failed: reported by the provider")[:500] if status == "failed" else None
+    if row.sent_at is not None and now <= row.sent_at and status != "sent":
+        # Meta's whole-second time of a receipt that reached us just before or after our own `sent`
+        # commit (say, queued before it and applied after): stamped just after that `sent`, so the
+        # timeline (created_at, then the random event id) never reads it first.
+        now = row.sent_at + EVENT_SPACING
     at = batch.next_stamp(row.id, now)
     moved = db.session.connection().execute(statement, {"rc_id": row.id, "rc_generation": generation,
                                                         "rc_at": at, "rc_error": error_text}).first()
@@ -216,9 +221,10 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
     return True
 
 
-_RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.status,
+_RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.status, _otps.c.sent_at,
                         _otps.c.provider_message_id)
-_MESSAGE_COLUMNS = (_messages.c.id, _messages.c.app_id, _messages.c.status, _messages.c.provider_message_id)
+_MESSAGE_COLUMNS = (_messages.c.id, _messages.c.app_id, _messages.c.status, _messages.c.sent_at,
+                    _messages.c.provider_message_id)
 
 
 def _look_up(message_ids: list[str]) -> dict:
