@@ -56,6 +56,28 @@ def main() -> None:
 
     app = create_app()
     client = app.test_client()
+    statements = [0]
+    redis_commands = [0]
+
+    from redis.client import Pipeline
+    from sqlalchemy import event
+
+    from wpotp.extensions import db
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
+    # Redis commands sent by this process (a pipeline's commands counted one by one).
+    original_execute, original_pipe = redis.Redis.execute_command, Pipeline.execute
+
+    def counted(self, *args, **kwargs):
+        redis_commands[0] += 1
+        return original_execute(self, *args, **kwargs)
+
+    def counted_pipe(self, *args, **kwargs):
+        redis_commands[0] += len(self.command_stack)
+        return original_pipe(self, *args, **kwargs)
+
+    redis.Redis.execute_command, Pipeline.execute = counted, counted_pipe
     headers = {"Authorization": f"Bearer {key}"}
     offset = [0]
 
@@ -95,18 +117,23 @@ def main() -> None:
     def run(batch: int, count: int) -> dict:
         app.config["RECEIPT_BATCH"] = batch
         calls = bodies(sent_otps(count))
+        statements[0] = redis_commands[0] = 0
         started = time.process_time()
         post(calls)
         web = time.process_time() - started
+        web_counts = statements[0], redis_commands[0]
+        statements[0] = redis_commands[0] = 0
         started = time.process_time()
         work()
         worker = time.process_time() - started
+        worker_counts = statements[0], redis_commands[0]
         with app.app_context():
             left = redis_client.conn.llen(RECEIPT_QUEUE)
         if left:
             raise RuntimeError(f"{left} receipts left in the queue")
         n = len(calls)
-        return {"web": 1000 * web / n, "worker": 1000 * worker / n, "receipts": n}
+        return {"web": 1000 * web / n, "worker": 1000 * worker / n, "receipts": n,
+                "sql": (web_counts[0] + worker_counts[0]) / n, "redis": (web_counts[1] + worker_counts[1]) / n}
 
     run(0, 20)  # warm-up: connections, caches, compiled statements, both paths
     run(args.batch, 20)
@@ -114,9 +141,10 @@ def main() -> None:
     batch = run(args.batch, args.otps)
     database = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"{inline['receipts']} receipts ({args.otps} OTPs x {len(STATUSES)}), {database}, one process, no threads")
-    print(f"  {'':<22}{'web':>8}{'worker':>9}{'total':>9}   ms CPU per receipt")
+    print(f"  {'':<22}{'web':>8}{'worker':>9}{'total':>9}   ms CPU per receipt;{'SQL':>6}{'Redis':>7} per receipt")
     for name, r in (("inline", inline), (f"batch ({args.batch})", batch)):
-        print(f"  {name:<22}{r['web']:8.2f}{r['worker']:9.2f}{r['web'] + r['worker']:9.2f}")
+        print(f"  {name:<22}{r['web']:8.2f}{r['worker']:9.2f}{r['web'] + r['worker']:9.2f}"
+              f"{'':<22}{r['sql']:6.2f}{r['redis']:7.2f}")
     total = (batch["web"] + batch["worker"]) / (inline["web"] + inline["worker"])
     print(f"  ratio batch/inline: web {batch['web'] / inline['web']:.2f}, total {total:.2f}")
     double.close()

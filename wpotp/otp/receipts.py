@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import redis
 from flask import current_app
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import bindparam, case, cast, column, insert, select, update, values
 
 from ..extensions import db, get_queue, redis_client
 from ..models import Event, Message, Otp, SendAttempt, WebhookDelivery
@@ -82,6 +82,7 @@ class _Batch:
         self.deliveries: list[dict] = []
         self.last: dict[str, datetime] = {}
         self.status: dict[str, str] = {}  # a row's status as this transaction left it
+        self.locked: _Locked | None = None  # PostgreSQL's batch: decided here, written in one UPDATE
 
     def next_stamp(self, row_id: str, at: datetime) -> datetime:
         """`at`, or just after this row's last event of the batch if that is not earlier."""
@@ -106,6 +107,8 @@ class _Batch:
         """The events, then the deliveries that refer to them: one INSERT each (executemany, which
         SQLAlchemy sends as multi-row INSERTs), in the session's transaction."""
         conn = db.session.connection()
+        if self.locked is not None:
+            self.locked.write(conn)
         if self.events:
             conn.execute(insert(_events), self.events)
         if self.deliveries:
@@ -203,13 +206,17 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
         # timeline (created_at, then the random event id) never reads it first.
         now = row.sent_at + EVENT_SPACING
     at = batch.next_stamp(row.id, now)
-    moved = db.session.connection().execute(statement, {"rc_id": row.id, "rc_generation": generation,
-                                                        "rc_at": at, "rc_error": error_text}).first()
-    if moved is None:
+    if batch.locked is not None:
+        new_status = batch.locked.apply(row, status, at, error_text, "otps" if generation is not None else "messages")
+    else:
+        moved = db.session.connection().execute(statement, {"rc_id": row.id, "rc_generation": generation,
+                                                            "rc_at": at, "rc_error": error_text}).first()
+        new_status = moved.status if moved is not None else None
+    if new_status is None:
         return False  # a repeat
     batch.stamp(row.id, at)
-    batch.status[row.id] = moved.status
-    data = {"status": moved.status}
+    batch.status[row.id] = new_status
+    data = {"status": new_status}
     if generation is not None:
         data["generation"] = generation
     if error_text:
@@ -221,10 +228,49 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
     return True
 
 
-_RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.status, _otps.c.sent_at,
-                        _otps.c.provider_message_id)
-_MESSAGE_COLUMNS = (_messages.c.id, _messages.c.app_id, _messages.c.status, _messages.c.sent_at,
-                    _messages.c.provider_message_id)
+_RECEIPT_COLUMNS = ("status", "sent_at", "delivered_at", "read_at", "failed_at", "error")
+_RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.provider_message_id,
+                        *(_otps.c[name] for name in _RECEIPT_COLUMNS))
+_MESSAGE_COLUMNS = (_messages.c.id, _messages.c.app_id, _messages.c.provider_message_id,
+                    *(_messages.c[name] for name in _RECEIPT_COLUMNS))
+
+
+class _Locked:
+    """PostgreSQL's batch: the rows the batch names were read FOR UPDATE, so nothing else changes
+    them before the commit and each receipt's compare-and-set can be decided here, on their values,
+    exactly as the UPDATE's WHERE and CASE would (the column filled only if empty, the status moved
+    only from a status it may leave). The rows changed are then written with one UPDATE … FROM
+    (VALUES …) per table."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, dict]] = {"otps": {}, "messages": {}}
+
+    def apply(self, row, status: str, at: datetime, error_text: str | None, table: str) -> str | None:
+        state = self.rows[table].get(row.id)
+        if state is None:
+            state = self.rows[table][row.id] = {name: getattr(row, name) for name in _RECEIPT_COLUMNS}
+        column, target, movable = _RECEIPTS[status]
+        if state[column] is not None:
+            return None
+        state[column] = at
+        if state["status"] in movable:
+            state["status"] = target
+            if status == "failed":
+                state["error"] = error_text
+        state["changed"] = True
+        return state["status"]
+
+    def write(self, conn) -> None:
+        for table in (_otps, _messages):
+            changed = [{"id": row_id, **{name: state[name] for name in _RECEIPT_COLUMNS}}
+                       for row_id, state in self.rows[table.name].items() if state.get("changed")]
+            if not changed:
+                continue
+            rows = values(*(column(name, table.c[name].type) for name in ("id", *_RECEIPT_COLUMNS)),
+                          name="receipt_rows").data([tuple(r[name] for name in ("id", *_RECEIPT_COLUMNS))
+                                                     for r in changed])
+            conn.execute(update(table).where(table.c.id == rows.c.id)
+                         .values({name: cast(rows.c[name], table.c[name].type) for name in _RECEIPT_COLUMNS}))
 
 
 def _look_up(message_ids: list[str]) -> dict:
@@ -276,6 +322,8 @@ def apply_receipts(batch: list[Receipt]) -> list[bool]:
     if not valid:
         return results
     writes = _Batch()
+    if db.session.connection().dialect.name == "postgresql":
+        writes.locked = _Locked()  # the look-up locks the rows (FOR UPDATE)
     held: list[Receipt] = []
     try:
         found = _look_up([r.message_id for _, r in valid])
