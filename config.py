@@ -205,6 +205,11 @@ class Config:
         # The batch send path (jobs/enqueue.py): 0 = one RQ job per OTP (the default); N = the web
         # tier appends sends to a Redis list and drain jobs send up to N at a time, concurrently.
         self.SEND_BATCH = env_int("SEND_BATCH", 0, minimum=0)
+        # The receipt queue (otp/receipts.py): N = the webhook endpoints queue receipts in Redis and a
+        # drain job applies up to N in one transaction; 0 = each applied inline in the webhook request.
+        self.RECEIPT_BATCH = env_int("RECEIPT_BATCH", 100, minimum=0)
+        if self.RECEIPT_BATCH > 1000:
+            raise ConfigError(f"RECEIPT_BATCH must be at most 1000, not {self.RECEIPT_BATCH}")
         self.SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 15, minimum=1)
         self.MAX_CONTENT_LENGTH = env_int("MAX_BODY_BYTES", 16 * 1024, minimum=1024)
         self.WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
@@ -278,6 +283,7 @@ class TestConfig(Config):
         self.SQLALCHEMY_DATABASE_URI = self._database_url
         self.REDIS_URL = self.RATELIMIT_STORAGE_URI = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
         self.SANDBOX_RECEIPT_DELAY = 0
+        self.RECEIPT_BATCH = 0  # receipts applied in the webhook request; the queue's tests turn it on
         self.API_RATE_LIMIT = "100000/minute"
         self.WEBHOOK_ALLOW_PRIVATE = True
         # Console tests sign in hundreds of times: one pbkdf2 round instead of ~0.3 s of scrypt each.

@@ -506,7 +506,18 @@ class ReceiptPoster:
             pending, self.pending = self.pending, []
         for future in pending:
             future.result()
+        self.wait_applied()
         return len(pending)
+
+    def wait_applied(self, timeout: float = 60) -> None:
+        """With the receipt queue on (RECEIPT_BATCH), a 200 means queued: wait until the drain jobs
+        have applied every queued and claimed receipt, so the measured CPU includes their work."""
+        import redis
+
+        conn = redis.Redis.from_url(REDIS_URL)
+        deadline = time.monotonic() + timeout
+        while (conn.llen("wpotp:receiptq") or conn.scard("wpotp:receiptq:claims")) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self.stopping.set()

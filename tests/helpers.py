@@ -49,3 +49,17 @@ def in_threads(count: int, func) -> list:
     for t in threads:
         t.join(timeout=120)
     return results
+
+
+def work_queues(app) -> None:
+    """Run a real RQ worker (wpotp's, on its own Redis pool) in burst mode until every queue is
+    empty: the `run_worker` fixture, for helpers that only have the app."""
+    from wpotp.extensions import QUEUE_NAMES
+    from wpotp.jobs.worker import Worker, worker_connection
+
+    with app.app_context():
+        conn = worker_connection(app)
+        try:
+            Worker(list(QUEUE_NAMES), connection=conn).work(burst=True, logging_level="WARNING")
+        finally:
+            conn.close()

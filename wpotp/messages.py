@@ -19,10 +19,11 @@ from .errors import CountryNotAllowed, NotFound, ServiceUnavailable, TemplateNot
 from .extensions import db, get_queue
 from .jobs.enqueue import SEND_RESULT_TTL
 from .models import ApiKey, App, Event, Message, MessageStatus, Template
-from .otp.delivery import TooLate, call_provider, record_send, replay_early_receipts, retry_delay
+from .otp.delivery import TooLate, call_provider, record_send, retry_delay
 from .otp.events import record_message_event
 from .otp.limits import app_daily_limit, consume
 from .otp.phones import normalize_recipient
+from .otp.receipts import replay_early_receipts
 from .otp.service import QUEUE_OUTAGES, provider_for
 from .providers import OutboundTemplate, ProviderError, get_provider
 from .util import new_id, random_base62, utcnow

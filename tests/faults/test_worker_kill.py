@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -219,3 +220,69 @@ def test_workers_killed_mid_batch_lose_no_otp(make_app, app, tmp_path, figures):
     assert rescued >= 1  # sends a killed drain job had claimed were handed back by the sweep
     assert set(statuses) <= SENT_OR_LATER and sum(statuses.values()) == BATCH_SENDS
     assert set(sent_ok) == set(ids)  # each sent at least once; none lost
+
+
+@contextmanager
+def _rows_held(app, otp_ids: list[str]):
+    """Hold these OTP rows from another connection, so a drain job that claimed their receipts waits
+    inside its batch: FOR UPDATE on PostgreSQL, SQLite's one write lock (BEGIN IMMEDIATE) there."""
+    with app.app_context():
+        raw = db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            if db.engine.dialect.name == "postgresql":
+                cursor.execute("SELECT id FROM otps WHERE id = ANY(%s) FOR UPDATE", (otp_ids,))
+            else:
+                cursor.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            raw.rollback()
+            raw.close()
+
+
+def test_a_worker_killed_mid_drain_loses_no_receipt(make_app, app, tmp_path, figures):
+    """The receipt queue (RECEIPT_BATCH): a drain job has claimed a batch and waits on the rows (held
+    by the test) when its worker is SIGKILLed. The sweep of the restarted worker gives the claimed
+    receipts back, a drain job applies them: every OTP ends DELIVERED, each with one otp.delivered."""
+    from tests.otp.support import send
+    from tests.providers.cloud_api.graph import SETTINGS as CLOUD_API
+    from tests.providers.cloud_api.graph import GraphDouble, status_item
+    from tests.providers.cloud_api.support import post_receipts
+    from wpotp.otp.receipts import RECEIPT_CLAIMS, RECEIPT_QUEUE
+
+    count = 8
+    with RedisServer(tmp_path / "redis") as redis_server, GraphDouble() as graph:
+        settings = {**CLOUD_API, "WHATSAPP_GRAPH_URL": graph.url, "RECEIPT_BATCH": 4, **RESCUE}
+        conn = redis_server.client()
+        web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **settings)
+        key = make_key(web, mode="live")
+        client = web.test_client()
+        env = worker_env(web, redis_server.url(), WORKER_STOP_TIMEOUT=2, **settings)
+        with Supervisor(env, tmp_path, threads=2) as supervisor:
+            wait_until(lambda: conn.scard("rq:workers"), 30, what="the first worker to start")
+            ids = [send(client, key, f"+90555111{3000 + i}", code="482913").json["id"] for i in range(count)]
+            _wait_for_all_sent(web, ids, supervisor, redis_server)
+            with web.app_context():
+                wamids = db.session.scalars(select(Otp.provider_message_id).where(Otp.id.in_(ids))).all()
+                db.session.remove()
+            t = int(time.time()) + 5
+            with _rows_held(web, ids):
+                answer = post_receipts(client, *[status_item(w, "delivered", t) for w in wamids], drain=False)
+                wait_until(lambda: conn.scard(RECEIPT_CLAIMS), 30, what="a drain job to claim a batch")
+                time.sleep(0.3)  # inside its batch: waiting on the held rows
+                claimed = sum(conn.llen(f"wpotp:receiptq:claimed:{j.decode()}") for j in conn.smembers(RECEIPT_CLAIMS))
+                supervisor.current.signal(signal.SIGKILL, group=True)
+            wait_until(lambda: _statuses(web, ids) == {"DELIVERED": count}, 90, every=0.5,
+                       what="every receipt to be applied after the kill")
+            wait_until(lambda: not conn.scard(RECEIPT_CLAIMS) and not conn.llen(RECEIPT_QUEUE), 30,
+                       what="the receipt queue to be empty")
+            logs = supervisor.logs()
+    with web.app_context():
+        delivered = db.session.scalars(select(Event.otp_id).where(Event.otp_id.in_(ids),
+                                                                  Event.type == "otp.delivered")).all()
+        db.session.remove()
+    rescued = sum(int(n) for n in re.findall(r"'receipts_rescued': (\d+)", logs))
+    figures(receipts=count, claimed_when_killed=claimed, rescued_by_sweep=rescued)
+    assert answer.status_code == 200
+    assert claimed >= 1 and rescued >= claimed
+    assert sorted(delivered) == sorted(ids)  # each applied once

@@ -113,7 +113,8 @@ def test_sweep_requeues_otp_whose_send_job_was_lost(app, client, api_key, run_wo
 
     shift_back(app, otp_id, 61, "last_sent_at")
     result = _sweep(app)
-    assert result == {"expired": 0, "requeued": 1, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0}
+    assert result == {"expired": 0, "requeued": 1, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0,
+                      "receipts_rescued": 0}
     assert _sweep(app)["requeued"] == 0  # its new job is pending: not queued twice
 
     run_worker()
@@ -126,7 +127,8 @@ def test_sweep_requeues_otp_whose_send_job_was_lost(app, client, api_key, run_wo
 def test_sweep_leaves_otp_with_pending_send_job_alone(app, client, api_key, run_worker, outbox):
     otp_id = _queued(client, api_key, "+905551110312")
     shift_back(app, otp_id, 61, "last_sent_at")
-    assert _sweep(app) == {"expired": 0, "requeued": 0, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0}
+    assert _sweep(app) == {"expired": 0, "requeued": 0, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0,
+                      "receipts_rescued": 0}
     run_worker()
     assert len(outbox("+905551110312")) == 1
 
@@ -142,7 +144,8 @@ def test_sweep_fails_stuck_otp_whose_code_is_gone(app, client, api_key, run_work
     shift_back(app, otp_id, 61, "last_sent_at")
 
     result = _sweep(app)
-    assert result == {"expired": 0, "requeued": 0, "failed": 1, "messages_expired": 0, "webhooks_requeued": 0}
+    assert result == {"expired": 0, "requeued": 0, "failed": 1, "messages_expired": 0, "webhooks_requeued": 0,
+                      "receipts_rescued": 0}
     row = otp_row(app, otp_id)
     assert row["status"] == "FAILED"
     assert row["error"].startswith("queue_lost")
@@ -161,7 +164,8 @@ def test_sweep_leaves_otp_with_scheduled_retry_alone(app, make_app, api_key, run
     assert len(send_attempts(patient, otp_id)) == 1
     assert otp_row(patient, otp_id)["status"] == "QUEUED"  # waiting for its retry
     shift_back(patient, otp_id, 61, "last_sent_at")
-    assert _sweep(patient) == {"expired": 0, "requeued": 0, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0}
+    assert _sweep(patient) == {"expired": 0, "requeued": 0, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0,
+                      "receipts_rescued": 0}
     with patient.app_context():
         assert len(get_queue("otp").scheduled_job_registry.get_job_ids()) == 1
         assert get_queue("otp").count == 0

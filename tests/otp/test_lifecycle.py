@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wpotp.otp.delivery import apply_receipt
+from wpotp.otp.receipts import apply_receipt
 
 from .support import code_for, event_types, otp_row, run_queue, send, show, verify
 

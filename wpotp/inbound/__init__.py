@@ -2,7 +2,8 @@
 
 Each provider module adds its routes to `bp` and authenticates every call itself (Meta's
 signature, a gateway's HMAC or an unguessable URL token). They translate the provider's
-receipt into `wpotp.otp.delivery.apply_receipt(provider, message_id, status, at, error)`
+receipt into `wpotp.otp.receipts.Receipt(provider, message_id, status, at, error)` and hand them to
+`wpotp.otp.receipts.take_receipts` (the receipt queue, or applied inline)
 and never change an OTP any other way.
 """
 

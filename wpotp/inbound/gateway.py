@@ -3,7 +3,7 @@
 WAHA posts `message.ack` ({"event","session","timestamp","payload":{"id","ack","ackName"}}) and
 Evolution API posts `messages.update` ({"event","instance","date_time","data":{"keyId","status"}};
 v1 spreads the message key into `data`, and may send a list). Each ack becomes one
-`apply_receipt("gateway", message id, status, at, error)`; nothing else changes an OTP.
+`Receipt("gateway", message id, status, at, error)` for `take_receipts`; nothing else changes an OTP.
 
 Authentication: the unguessable URL token (GATEWAY_WEBHOOK_TOKEN). A wrong token answers 404,
 like any URL that does not exist. With GATEWAY_WEBHOOK_HMAC_KEY set, WAHA's `X-Webhook-Hmac`
@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Response, abort, current_app, jsonify, request
 
-from ..otp.delivery import apply_receipt
+from ..otp.receipts import Receipt, take_receipts
 from ..util import parse_iso, utcnow
 from . import bp
 
@@ -62,8 +62,8 @@ def gateway_ack(token: str, event_name: str | None = None) -> tuple[Response, in
     if not signature_matches(raw):
         return jsonify({"error": {"code": "unauthorized", "message": "bad or missing X-Webhook-Hmac"}}), 401
     acks = acks_in(read_json(raw), utcnow())
-    applied = sum(apply_receipt("gateway", a.message_id, a.status, at=a.at, error=a.error) for a in acks)
-    log.info("gateway webhook: %d ack(s), %d applied", len(acks), applied)
+    applied = take_receipts([Receipt("gateway", a.message_id, a.status, a.at, a.error) for a in acks])
+    log.info("gateway webhook: %d ack(s), %d applied inline", len(acks), applied)
     return jsonify({"status": "ok"}), 200
 
 

@@ -1,35 +1,32 @@
-"""The worker side of the lifecycle: hand an OTP to its provider, apply receipts.
+"""The worker side of the lifecycle: hand an OTP to its provider (receipts: receipts.py).
 
-Both are idempotent: a job for an older generation or a status that has moved on does
-nothing, and a receipt seen before changes nothing.
+Idempotent: a job for an older generation or a status that has moved on does nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import redis
 from flask import current_app
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from ..extensions import db, redis_client
 from ..jobs import enqueue
 from ..jobs.enqueue import enqueue_send
-from ..models import ACTIVE_STATUSES, Message, Otp, OtpStatus, SendAttempt
+from ..models import ACTIVE_STATUSES, Otp, OtpStatus, SendAttempt
 from ..providers import OutboundOtp, Provider, ProviderError, get_provider
 from ..providers.faults import note_config_fault
 from ..providers.throttle import wait_for_slot
 from ..util import utcnow
 from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
-from .events import record_event, record_message_event
+from .events import record_event
+from .receipts import replay_early_receipts
 from .service import expire_one, seal_key
-from .store import write_event
 from .templates import render, template_by_id
 
 log = logging.getLogger("wpotp.delivery")
@@ -320,196 +317,3 @@ def _fail(otp, reason: str, at: datetime | None = None) -> bool:
     commit_and_queue()
     redis_client.conn.delete(seal_key(otp.id, otp.generation))
     return moved
-
-
-# Which column a receipt fills, and the statuses it may move a row out of (forward only).
-# OTP and Message statuses share these names.
-_RECEIPTS = {
-    "sent": ("sent_at", "SENT", ("QUEUED",)),
-    "delivered": ("delivered_at", "DELIVERED", ("QUEUED", "SENT")),
-    "read": ("read_at", "READ", ("QUEUED", "SENT", "DELIVERED")),
-    "failed": ("failed_at", "FAILED", ("QUEUED", "SENT", "DELIVERED")),
-}
-RECEIPT_STATUSES = tuple(_RECEIPTS)
-
-
-def apply_receipt(provider: str, provider_message_id: str, status: str, at: datetime | None = None,
-                  error: str | None = None) -> bool:
-    """Apply a provider's receipt to the OTP or message it is about. False when it changed nothing.
-
-    Repeats and receipts of a replaced (resent) OTP message change no status. A late receipt
-    (delivered after read) is kept in the timeline without moving the status back. A receipt
-    for an id no row carries yet is held for EARLY_RECEIPT_TTL (hold_receipt): the provider
-    can answer a send's webhook before the worker has committed that send's message id.
-    """
-    if status not in _RECEIPTS or not provider_message_id:
-        return False
-    now = at or utcnow()
-    applied = _apply_known(provider_message_id, status, now, error)
-    if applied is None:
-        hold_receipt(provider, provider_message_id, status, now, error)
-        return False
-    return applied
-
-
-def _apply_known(provider_message_id: str, status: str, now: datetime, error: str | None) -> bool | None:
-    """The receipt applied to the row that carries this id; None when no row does."""
-    otp, generation = _otp_for_message(provider_message_id)
-    if otp is not None:
-        if generation != otp.generation:
-            record_event(otp, f"otp.{status}", at=now, status=otp.status, generation=generation, superseded=True)
-            commit_and_queue()
-            return False
-        return _apply_to_otp(otp, generation, status, now, error)
-    message = db.session.scalars(select(Message).where(Message.provider_message_id == provider_message_id)).first()
-    if message is not None:
-        return _apply(Message, message, (), status, now, error,
-                      lambda row, **data: record_message_event(row, f"message.{status}", at=now, **data))
-    return None
-
-
-# --- receipts that overtake the worker's commit --------------------------------------------------
-
-EARLY_RECEIPT_TTL = 300  # seconds a receipt for a not-yet-known message id is kept in Redis
-EARLY_RECEIPTS_PER_ID = 10  # a message has at most four receipts; repeats beyond this are dropped
-
-
-def early_receipt_key(provider: str, provider_message_id: str) -> str:
-    return f"wpotp:early-receipt:{provider}:{provider_message_id}"
-
-
-def hold_receipt(provider: str, provider_message_id: str, status: str, at: datetime, error: str | None) -> None:
-    """Keep a receipt whose message id no row has yet, for replay_early_receipts after the commit.
-
-    Held: the status, its time and the provider's error text (never a code or a secret). Ids
-    that never appear (another system's messages on the same number) expire unread. After
-    the hold, the database is asked once more: if the worker committed between our look-up
-    and the hold, it may have looked for held receipts already, so we take them ourselves.
-    Whoever takes the list (one MULTI) applies it, so each receipt is applied once.
-    """
-    key = early_receipt_key(provider, provider_message_id)
-    entry = json.dumps({"status": status, "at": at.isoformat(), "error": error})
-    try:
-        with redis_client.conn.pipeline() as pipe:
-            pipe.rpush(key, entry).ltrim(key, 0, EARLY_RECEIPTS_PER_ID - 1).expire(key, EARLY_RECEIPT_TTL)
-            pipe.execute()
-    except redis.exceptions.RedisError:
-        log.warning("a %s receipt for an unknown message id could not be held (Redis unavailable); dropped",
-                    provider)
-        return
-    db.session.rollback()  # end the read transaction: a fresh snapshot sees a commit made since
-    if _known_message_id(provider_message_id):
-        replay_early_receipts(provider, provider_message_id)
-
-
-def replay_early_receipts(provider: str, provider_message_id: str | None) -> int:
-    """Apply, in arrival order, the receipts held for a message id just committed; how many moved it.
-
-    Each is stamped at the time it is applied (so never before the `sent` it overtook).
-    The worker calls this right after committing a send's provider message id. Redis away:
-    the held receipts stay until their TTL and the status waits for the provider's next one.
-    """
-    if not provider_message_id:
-        return 0
-    key = early_receipt_key(provider, provider_message_id)
-    try:
-        with redis_client.conn.pipeline() as pipe:  # MULTI: exactly one taker
-            held, _ = pipe.lrange(key, 0, -1).delete(key).execute()
-    except redis.exceptions.RedisError:
-        log.warning("could not read the held %s receipts of a sent message (Redis unavailable)", provider)
-        return 0
-    applied = 0
-    for raw in held:
-        receipt = json.loads(raw)
-        # Stamped now, not at the provider's time (which is before our `sent`, often by less than
-        # Meta's one-second resolution): the timeline and the durations in reports stay in order.
-        at = max(datetime.fromisoformat(receipt["at"]), utcnow())
-        applied += bool(_apply_known(provider_message_id, receipt["status"], at, receipt["error"]))
-    if held:
-        log.info("%s: %d early receipt(s) replayed, %d applied", provider, len(held), applied)
-    return applied
-
-
-def _known_message_id(provider_message_id: str) -> bool:
-    """Whether any committed send carries this provider message id (OTP or message)."""
-    return db.session.scalar(select(SendAttempt.id).where(SendAttempt.provider_message_id == provider_message_id)
-                             .limit(1)) is not None
-
-
-def _apply(model, row, same_message: tuple, status: str, now: datetime, error: str | None, record) -> bool:
-    column, target, movable = _RECEIPTS[status]
-    first = db.session.execute(
-        update(model)
-        .where(model.id == row.id, *same_message, getattr(model, column).is_(None))
-        .values({column: now})
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
-    if not first:
-        db.session.rollback()
-        return False  # a repeat
-    values = {"status": target}
-    if status == "failed":
-        values["error"] = (error or "failed: reported by the provider")[:500]
-    db.session.execute(
-        update(model)
-        .where(model.id == row.id, *same_message, model.status.in_(movable))
-        .values(values)
-        .execution_options(synchronize_session=False)
-    )
-    db.session.refresh(row)  # same transaction: the status this receipt left
-    record(row, status=row.status, **({"error": values["error"]} if status == "failed" else {}))
-    commit_and_queue()
-    return True
-
-
-_RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.status)
-_OTP_BY_MESSAGE = select(*_RECEIPT_OTP_COLUMNS).where(_otps.c.provider_message_id == bindparam("message_id"))
-_OTP_BY_ID = select(*_RECEIPT_OTP_COLUMNS).where(_otps.c.id == bindparam("otp_id"))
-_ATTEMPT_BY_MESSAGE = (select(SendAttempt.otp_id, SendAttempt.generation)
-                       .where(SendAttempt.provider_message_id == bindparam("message_id"),
-                              SendAttempt.otp_id.is_not(None)).limit(1))
-
-
-def _receipt_update(status: str):
-    """One compare-and-set per receipt: the receipt's column filled if it is still empty, and
-    the status moved forward in the same UPDATE only from a status it may leave (SET reads
-    the row as it was); RETURNING the status the row has now."""
-    column, target, movable = _RECEIPTS[status]
-    values = {column: bindparam("rc_at", type_=_otps.c[column].type),
-              "status": case((_otps.c.status.in_(movable), target), else_=_otps.c.status)}
-    if status == "failed":
-        values["error"] = case((_otps.c.status.in_(movable), bindparam("rc_error")), else_=_otps.c.error)
-    return (update(_otps)
-            .where(_otps.c.id == bindparam("rc_otp_id"), _otps.c.generation == bindparam("rc_generation"),
-                   _otps.c[column].is_(None))
-            .values(values).returning(_otps.c.status))
-
-
-_RECEIPT_UPDATES = {status: _receipt_update(status) for status in _RECEIPTS}
-
-
-def _apply_to_otp(otp, generation: int, status: str, now: datetime, error: str | None) -> bool:
-    """A receipt for the OTP's current message, as Core: the compare-and-set, then its event."""
-    conn = db.session.connection()
-    error_text = (error or "failed: reported by the provider")[:500] if status == "failed" else None
-    moved = conn.execute(_RECEIPT_UPDATES[status], {"rc_otp_id": otp.id, "rc_generation": generation,
-                                                     "rc_at": now, "rc_error": error_text}).first()
-    if moved is None:
-        db.session.rollback()
-        return False  # a repeat
-    data = {"status": moved.status, "generation": generation, **({"error": error_text} if error_text else {})}
-    write_event(conn, otp.app_id, otp.id, f"otp.{status}", data, now)
-    commit_and_queue()
-    return True
-
-
-def _otp_for_message(provider_message_id: str):
-    """The OTP (id, app_id, generation, status) whose message this is, and that message's generation."""
-    conn = db.session.connection()
-    otp = conn.execute(_OTP_BY_MESSAGE, {"message_id": provider_message_id}).first()
-    if otp is not None:
-        return otp, otp.generation
-    attempt = conn.execute(_ATTEMPT_BY_MESSAGE, {"message_id": provider_message_id}).first()
-    if attempt is None:
-        return None, 0
-    return conn.execute(_OTP_BY_ID, {"otp_id": attempt.otp_id}).first(), attempt.generation

@@ -1,6 +1,8 @@
 """Upkeep run by the periodic sweep job and by `flask wpotp sweep`.
 
 - Expire: active OTPs past `expires_at` become EXPIRED, each with an `otp.expired` event.
+- Receipts: receipts claimed by a drain job that died with its worker go back to the
+  receipt queue, and a drain job is made pending for any that wait (receipts.rescue_receipts).
 - Rescue: an OTP QUEUED for longer than STUCK_QUEUED_AFTER whose send job is gone (lost
   with a Redis restart, or failed on a crash) is queued again while its sealed code is
   still in Redis, and FAILED otherwise. No OTP stays QUEUED forever.
@@ -20,6 +22,7 @@ from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
 from .delivery import _fail
+from .receipts import rescue_receipts
 from .service import seal_key
 
 log = logging.getLogger("wpotp.maintenance")
@@ -33,7 +36,8 @@ def sweep() -> dict:
     expired = expire_due()
     requeued, failed = rescue_stuck()
     result = {"expired": expired, "requeued": requeued, "failed": failed,
-              "messages_expired": expire_due_messages(), "webhooks_requeued": rescue_due()}
+              "messages_expired": expire_due_messages(), "webhooks_requeued": rescue_due(),
+              "receipts_rescued": rescue_receipts()}
     if any(result.values()):
         log.info("sweep: %s", result)
     return result

@@ -31,3 +31,9 @@ def live_key(cloud_app) -> Key:
     return make_key(cloud_app, mode="live")
 
 
+
+
+@pytest.fixture
+def cloud_app_queued(app, make_app, graph):
+    """The app under test with the receipt queue on, batches of 4 (RECEIPT_BATCH)."""
+    return make_app(WHATSAPP_GRAPH_URL=graph.url, RECEIPT_BATCH=4, **SETTINGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from tests.helpers import work_queues
 from tests.otp.support import send, show
 
 from .graph import signed, status_webhook
@@ -26,10 +27,14 @@ def sent_otp(client, key, run_worker, app, graph) -> tuple[str, str]:
     return otp_id, graph.wamids[-1]
 
 
-def post_receipts(client, *statuses: dict, secret: str | None = None):
-    """POST a signed status webhook the way Meta does."""
+def post_receipts(client, *statuses: dict, secret: str | None = None, drain: bool = True):
+    """POST a signed status webhook the way Meta does. With the receipt queue on (RECEIPT_BATCH),
+    a real worker then drains it (`drain`), so the receipts are applied when this returns."""
     raw, headers = signed(status_webhook(*statuses), **({"secret": secret} if secret else {}))
-    return client.post("/webhooks/whatsapp", data=raw, headers=headers)
+    answer = client.post("/webhooks/whatsapp", data=raw, headers=headers)
+    if drain and client.application.config["RECEIPT_BATCH"]:
+        work_queues(client.application)
+    return answer
 
 
 class LogCapture(logging.Handler):

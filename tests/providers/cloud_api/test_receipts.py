@@ -6,12 +6,21 @@ import json
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.otp.support import event_types, otp_row, send, show
 from wpotp.extensions import redis_client
-from wpotp.otp import delivery
+from wpotp.otp import receipts
 
 from .graph import SETTINGS, VERIFY_TOKEN, signed, status_item, status_webhook
 from .support import post_receipts, sent_otp
+
+
+@pytest.fixture(params=[0, 4], ids=["inline", "queued"])
+def cloud_app(request, app, make_app, graph):
+    """Each test twice: receipts applied in the webhook request (RECEIPT_BATCH=0) and through the
+    receipt queue, drained by a real worker in batches of 4 (post_receipts runs it)."""
+    return make_app(WHATSAPP_GRAPH_URL=graph.url, RECEIPT_BATCH=request.param, **SETTINGS)
 
 
 def _now() -> int:
@@ -143,6 +152,8 @@ def test_signed_bodies_we_cannot_use_are_acknowledged(cloud_app, cloud_client, l
     for body in bodies:
         raw, headers = signed(body)
         assert cloud_client.post("/webhooks/whatsapp", data=raw, headers=headers).status_code == 200, body
+    if cloud_app.config["RECEIPT_BATCH"]:
+        run_worker(cloud_app)  # the queued one
 
     # The one usable item (a read with a nonsense timestamp) was applied, at "now"; nothing else moved.
     after = otp_row(cloud_app, otp_id)
@@ -222,7 +233,7 @@ def test_receipts_that_arrive_before_the_sent_commit_are_applied_after_it(cloud_
     def receipts_first(reply):  # Meta delivered and the user read it before its answer reached us
         wamid = reply.body["messages"][0]["id"]
         answers.append(post_receipts(cloud_app.test_client(), status_item(wamid, "delivered", t),
-                                     status_item(wamid, "read", t + 1)))
+                                     status_item(wamid, "read", t + 1), drain=False))
         answers.append(show(cloud_app.test_client(), live_key, otp_id[0])["status"])
 
     held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), receipts_first)
@@ -244,7 +255,8 @@ def test_receipts_that_arrive_before_the_sent_commit_are_applied_after_it(cloud_
 def test_an_early_failed_receipt_fails_the_otp_once_it_is_sent(cloud_app, cloud_client, live_key, graph, run_worker):
     errors = [{"code": 131026, "title": "Message undeliverable."}]
     held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), lambda reply: post_receipts(
-        cloud_app.test_client(), status_item(reply.body["messages"][0]["id"], "failed", _now(), errors=errors)))
+        cloud_app.test_client(), status_item(reply.body["messages"][0]["id"], "failed", _now(), errors=errors),
+        drain=False))
     otp_id = send(cloud_client, live_key, "+905551112233", code="482913").json["id"]
     run_worker(cloud_app)
 
@@ -265,7 +277,7 @@ def test_a_receipt_for_a_wamid_that_never_appears_is_held_briefly_without_secret
     assert key == "wpotp:early-receipt:cloud_api:wamid.NEVERSENT"
     with cloud_app.app_context():
         conn = redis_client.conn
-        assert 0 < conn.ttl(key) <= delivery.EARLY_RECEIPT_TTL  # it expires on its own
+        assert 0 < conn.ttl(key) <= receipts.EARLY_RECEIPT_TTL  # it expires on its own
         held = b" ".join(conn.lrange(key, 0, -1))
     assert b"delivered" in held and b"482913" not in held and live_key.secret.encode() not in held
 
@@ -281,7 +293,7 @@ def test_a_receipt_held_just_after_the_workers_commit_and_replay_is_applied_by_t
     found nothing held, then the webhook holds its receipt. Its second look then applies it."""
     otp_id, wamid = sent_otp(cloud_client, live_key, run_worker, cloud_app, graph)
     with cloud_app.app_context():
-        delivery.hold_receipt("cloud_api", wamid, "delivered", datetime.now(UTC).replace(tzinfo=None), None)
+        receipts.hold_receipt("cloud_api", wamid, "delivered", datetime.now(UTC).replace(tzinfo=None), None)
 
     assert show(cloud_client, live_key, otp_id)["status"] == "DELIVERED"
     assert event_types(cloud_app, otp_id).count("otp.delivered") == 1
@@ -293,7 +305,7 @@ def test_an_early_receipt_of_a_template_message_is_applied_after_its_send(cloud_
     templates = cloud_client.get("/v1/templates", headers=live_key.headers).json["data"]
     template_id = next(t["id"] for t in templates if t["name"] == "wpotp_order_update")
     held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), lambda reply: post_receipts(
-        cloud_app.test_client(), status_item(reply.body["messages"][0]["id"], "delivered", _now())))
+        cloud_app.test_client(), status_item(reply.body["messages"][0]["id"], "delivered", _now()), drain=False))
     r = cloud_client.post("/v1/messages", headers=live_key.headers, json={
         "recipient": "+905551112233", "templateId": template_id, "variables": {"1": "9F3A", "2": "on its way"}})
     assert r.status_code == 202, r.json
