@@ -118,6 +118,27 @@ def send_job_key(otp_id: str) -> str:
     return f"wpotp:sendjob:{otp_id}"
 
 
+def current_send_job(otp_id: str) -> bytes | None:
+    """What `send_job_key` names for this OTP: its latest send job's id, a waiting item's
+    READY_MARK, or None (none queued lately)."""
+    return redis_client.conn.get(send_job_key(otp_id))
+
+
+MESSAGE_JOB = "wpotp.jobs.send.send_message_job"
+
+
+def enqueue_message(message_id: str, try_number: int = 1, delay: int = 0) -> str:
+    """Queue the send of a template message (one RQ job each, on the `otp` queue)."""
+    queue = get_queue("otp")
+    kwargs = dict(job_id=f"send-{message_id}-t{try_number}-{random_base62(6)}",
+                  description=f"send {message_id} t{try_number}", result_ttl=SEND_RESULT_TTL, failure_ttl=86400)
+    if delay > 0:
+        job = queue.enqueue_in(timedelta(seconds=delay), MESSAGE_JOB, message_id, try_number, **kwargs)
+    else:
+        job = queue.enqueue(MESSAGE_JOB, message_id, try_number, **kwargs)
+    return job.id
+
+
 def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int = 0, ttl: int = 900,
                  pipeline: Pipeline | None = None) -> str:
     """Queue the send of one OTP generation; remember the job id so the sweeper can find it.

@@ -18,9 +18,7 @@ import redis
 from flask import current_app
 from sqlalchemy import bindparam, case, insert, select, update
 
-from ..extensions import db, redis_client
-from ..jobs import enqueue, stop_event, worker_stopping
-from ..jobs.enqueue import enqueue_send
+from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Message, Otp, OtpStatus, SendAttempt
 from ..providers import OutboundOtp, Provider, ProviderError, get_provider
 from ..providers.faults import note_config_fault
@@ -106,7 +104,7 @@ def _outbound(otp, generation: int, sealed: bytes) -> OutboundOtp:
                        body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
 
 
-# --- the batch send path (SEND_BATCH; jobs/enqueue.py) --------------------------------------------
+# --- the batch send path (SEND_BATCH; jobs/enqueue.py, reached through the queue port jobs/port.py) -----
 
 def drain_sends(job_id: str) -> str:
     """A drain job: claim batches of waiting sends and deliver each (deliver_batch) until the
@@ -115,37 +113,38 @@ def drain_sends(job_id: str) -> str:
     may wait: then one more drain job is made pending (if none is), so a backlog spreads over
     the free slots one drain job at a time.
 
-    A stop request to the worker (worker_stopping) is seen between batches and by every send of
-    a batch before it starts, its wait for a WHATSAPP_MPS slot included: the sends not started
-    go back to the list (give_back_unstarted), the ones in flight finish and are committed, and
-    the job ends, so a stopping worker is done within about one provider call."""
-    size = current_app.config["SEND_BATCH"] or enqueue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
+    A stop request to the worker (the queue port's `stopping()`, set by our Worker) is seen
+    between batches and by every send of a batch before it starts, its wait for a WHATSAPP_MPS
+    slot included: the sends not started go back to the list (give_back_unstarted), the ones in
+    flight finish and are committed, and the job ends, so a stopping worker is done within about
+    one provider call. The list, the claims and the drain jobs are the queue port's (jobs/port.py)."""
+    queue = job_queue()
+    size = current_app.config["SEND_BATCH"] or queue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
     app = current_app._get_current_object()
-    stop = stop_event()
-    stopping = stop.is_set if stop is not None else None
+    stopping = queue.stopping()
     started = time.monotonic()
     outcomes: dict[str, int] = {}
     first = True
     with ThreadPoolExecutor(max_workers=size, thread_name_prefix="send") as pool:
-        while not worker_stopping():
-            claimed = enqueue.claim_sends(job_id, size, first)
+        while not (stopping and stopping()):
+            claimed = queue.claim_sends(job_id, size, first)
             first = False
             if not claimed:
                 break
             if len(claimed) == size:
-                enqueue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
-            results = deliver_batch([enqueue.parse_item(raw) for raw in claimed], pool, app, stopping)
-            unstarted = [raw for raw, outcome in zip(claimed, results, strict=True) if outcome == "unstarted"]
+                queue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
+            results = deliver_batch([item for _raw, item in claimed], pool, app, stopping)
+            unstarted = [raw for (raw, _item), outcome in zip(claimed, results, strict=True) if outcome == "unstarted"]
             if unstarted:
-                enqueue.give_back_unstarted(job_id, unstarted)
+                queue.give_back_unstarted(job_id, unstarted)
             for outcome in results:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            enqueue.release_claimed(job_id)
-            if time.monotonic() - started >= enqueue.DRAIN_FOR:
-                enqueue.enqueue_drain()  # the list may not be empty: a successor takes over
+            queue.release_claimed(job_id)
+            if time.monotonic() - started >= queue.DRAIN_FOR:
+                queue.hand_on()  # the list may not be empty: a successor takes over
                 break
-    if worker_stopping():
-        enqueue.hand_on_stopping()
+    if stopping and stopping():
+        queue.hand_on_stopping()
         outcomes["stopped"] = 1
     return " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())) or "empty"
 
@@ -326,7 +325,7 @@ def _after_failure(otp, exc: ProviderError, try_number: int) -> str:
     delay = retry_delay(exc, try_number)
     if delay is not None and (otp.expires_at - utcnow()).total_seconds() > delay:
         commit_and_queue()
-        enqueue_send(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
+        job_queue().schedule_retry(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
         return "retrying"
     _fail(otp, str(exc))
     return "failed"
