@@ -202,9 +202,9 @@ class Config:
         self.RESEND_MAX = env_int("RESEND_MAX", 3)
         self.RESEND_INTERVAL = env_int("RESEND_INTERVAL", 30)
         self.STUCK_QUEUED_AFTER = env_int("STUCK_QUEUED_AFTER", 60, minimum=5)
-        # The batch send path (jobs/enqueue.py): 0 = one RQ job per OTP (the default); N = the web
-        # tier appends sends to a Redis list and drain jobs send up to N at a time, concurrently.
-        self.SEND_BATCH = env_int("SEND_BATCH", 0, minimum=0)
+        # The batch send path (jobs/enqueue.py): N (16, the default) = the web tier appends sends to a
+        # Redis list and drain jobs send up to N at a time, concurrently; 0 = one RQ job per OTP.
+        self.SEND_BATCH = env_int("SEND_BATCH", 16, minimum=0)
         # The receipt queue (otp/receipts.py): N = the webhook endpoints queue receipts in Redis and a
         # drain job applies up to N in one transaction; 0 = each applied inline in the webhook request.
         self.RECEIPT_BATCH = env_int("RECEIPT_BATCH", 100, minimum=0)

@@ -34,6 +34,13 @@ class Reply:
 Handler = Callable[[Seen], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    # A listen backlog for a worker tier's burst of new connections (the batch send path opens up
+    # to SEND_BATCH per drain job at once): socketserver's default of 5 drops the SYNs past it,
+    # and the client's retransmit comes after the test's 1 s connect timeout.
+    request_queue_size = 128
+
+
 class HttpDouble:
     """`with HttpDouble() as d:` -> d.url; d.handler = lambda seen: Reply(...); d.seen is every request."""
 
@@ -74,7 +81,7 @@ class HttpDouble:
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 

@@ -38,6 +38,9 @@ def create_app(config: Config | None = None) -> Flask:
     csrf.init_app(app)
     limiter.init_app(app)
     redis_client.init_app(app)
+    from .jobs import port as queue_port
+
+    queue_port.init_app(app)  # the queue port services hand work to (extensions.job_queue)
     with app.app_context():
         _tune_sqlite(db.engine)
 

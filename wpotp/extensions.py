@@ -53,3 +53,8 @@ redis_client = RedisHolder()
 
 def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=redis_client.conn)
+
+
+def job_queue():
+    """The app's queue port (jobs/port.py, built by create_app): how services hand work to workers."""
+    return current_app.extensions["wpotp.queue"]

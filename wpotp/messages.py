@@ -16,8 +16,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from .errors import CountryNotAllowed, NotFound, ServiceUnavailable, TemplateNotFound, ValidationError
-from .extensions import db, get_queue
-from .jobs.enqueue import SEND_RESULT_TTL
+from .extensions import db, job_queue
 from .models import ApiKey, App, Event, Message, MessageStatus, Template
 from .otp.delivery import TooLate, call_provider, record_send, retry_delay
 from .otp.events import record_message_event
@@ -26,10 +25,9 @@ from .otp.phones import normalize_recipient
 from .otp.receipts import replay_early_receipts
 from .otp.service import QUEUE_OUTAGES, provider_for
 from .providers import OutboundTemplate, ProviderError, get_provider
-from .util import new_id, random_base62, utcnow
+from .util import new_id, utcnow
 from .webhooks.events import commit_and_queue
 
-MESSAGE_JOB = "wpotp.jobs.send.send_message_job"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 _MESSAGE_ID = re.compile(r"^msg_[0-9A-Za-z]{1,36}$")
 ACTIVE = (MessageStatus.QUEUED, MessageStatus.SENT, MessageStatus.DELIVERED)
@@ -88,7 +86,7 @@ def send_message(app: App, api_key: ApiKey, req: MessageRequest) -> Message:
     consume([app_daily_limit(app)])  # counted once the row is in; a refusal rolls it back
     commit_and_queue()
     try:
-        enqueue_message(message.id, delay=0)
+        job_queue().queue_message(message.id)
     except QUEUE_OUTAGES as exc:  # only an unreachable queue undoes the insert; other errors are 500s
         db.session.rollback()
         db.session.execute(Event.__table__.delete().where(Event.message_id == message.id))
@@ -96,16 +94,6 @@ def send_message(app: App, api_key: ApiKey, req: MessageRequest) -> Message:
         commit_and_queue()
         raise ServiceUnavailable("The queue is unavailable; the message was not created. Retry.") from exc
     return message
-
-
-def enqueue_message(message_id: str, try_number: int = 1, delay: int = 0) -> None:
-    queue = get_queue("otp")
-    kwargs = dict(job_id=f"send-{message_id}-t{try_number}-{random_base62(6)}",
-                  description=f"send {message_id} t{try_number}", result_ttl=SEND_RESULT_TTL, failure_ttl=86400)
-    if delay > 0:
-        queue.enqueue_in(timedelta(seconds=delay), MESSAGE_JOB, message_id, try_number, **kwargs)
-    else:
-        queue.enqueue(MESSAGE_JOB, message_id, try_number, **kwargs)
 
 
 def get_message(app: App, message_id: str) -> Message:
@@ -141,7 +129,7 @@ def deliver_message(message_id: str, try_number: int = 1) -> str:
         delay = retry_delay(exc, try_number)
         if delay is not None and (message.expires_at - utcnow()).total_seconds() > delay:
             commit_and_queue()
-            enqueue_message(message.id, try_number + 1, delay)
+            job_queue().queue_message(message.id, try_number + 1, delay)
             return "retrying"
         _finish(message, MessageStatus.FAILED, "failed_at", str(exc))
         return "failed"

@@ -208,7 +208,9 @@ def test_top_recipients_are_split_by_window(app, client, viewer):
 
 # --- overview ------------------------------------------------------------------------------------
 
-def test_the_overview_shows_todays_counts_rates_queues_and_provider(app, client, admin, outbox, run_worker):
+@pytest.mark.parametrize("batch", [0, 16], ids=["per-otp-jobs", "batch"])
+def test_the_overview_shows_todays_counts_rates_queues_and_provider(app, client, admin, outbox, run_worker, batch):
+    app.config["SEND_BATCH"] = batch
     key = make_key(app)
     verified = send_otp(client, key, number(1))
     canceled = send_otp(client, key, number(2))
@@ -218,8 +220,14 @@ def test_the_overview_shows_todays_counts_rates_queues_and_provider(app, client,
 
     html = get_ok(admin, "/console/")
     queues = html.split('id="queues"')[1].split("</section>")[0]
-    # Three sends wait for a worker (the canceled one's job will find nothing to do).
-    assert re.search(r'<td class="mono">otp</td><td class="num">3</td>', queues)
+    # Three sends wait for a worker (the canceled one's send will find nothing to do): three RQ
+    # jobs on the per-OTP path; on the batch path three items in the send list and one drain job.
+    if batch:
+        assert re.search(r'<td class="mono">otp</td><td class="num">1</td>', queues)
+        assert re.search(r'<tr id="send-list"><td class="mono">OTP sends</td><td class="num">3</td>', queues)
+    else:
+        assert re.search(r'<td class="mono">otp</td><td class="num">3</td>', queues)
+        assert re.search(r'<tr id="send-list"><td class="mono">OTP sends</td><td class="num">0</td>', queues)
 
     run_worker()
     code = outbox(number(1))[0]["code"]
@@ -232,6 +240,7 @@ def test_the_overview_shows_todays_counts_rates_queues_and_provider(app, client,
     assert re.search(r'id="today-canceled">\s*<div class="value">1<', html)
     assert re.search(r'id="today-verification">33.3 %<', html)
     assert re.search(r'<td class="mono">otp</td><td class="num">0</td>', html)
+    assert re.search(r'<tr id="send-list"><td class="mono">OTP sends</td><td class="num">0</td>', html)
     provider = html.split('id="provider"')[1].split("</section>")[0]
     assert "sandbox" in provider and "complete" in provider
     assert "token expired (190)" in provider

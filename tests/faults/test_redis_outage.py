@@ -134,7 +134,9 @@ def test_a_redis_restart_that_loses_its_data_leaves_no_otp_stuck(make_app, app, 
 def test_every_worker_slot_works_again_after_a_redis_outage(make_app, app, tmp_path):
     """Redis goes away while every slot is inside a send: each slot's RQ worker stops on it and
     is replaced, so afterwards the process again has all its threads sending at once (seen at a
-    provider that holds each request for a while)."""
+    provider that holds each request for a while). Per-OTP jobs (SEND_BATCH=0): one send per
+    slot is what makes "every slot" visible; on the batch path one drain job would hold all four
+    (the outage tests above run on the batch path, the default)."""
     in_flight, most = [0], [0]
     lock = threading.Lock()
     with RedisServer(tmp_path / "redis") as redis_server, GraphDouble() as graph:
@@ -150,7 +152,7 @@ def test_every_worker_slot_works_again_after_a_redis_outage(make_app, app, tmp_p
             return answer(seen)
 
         graph.http.handler = slow
-        settings = {**CLOUD_API, "WHATSAPP_GRAPH_URL": graph.url, "WHATSAPP_MPS": 1000, **SETTINGS}
+        settings = {**CLOUD_API, "WHATSAPP_GRAPH_URL": graph.url, "WHATSAPP_MPS": 1000, **SETTINGS, "SEND_BATCH": 0}
         web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **settings)
         key = make_key(web, mode="live")
         client = web.test_client()

@@ -95,10 +95,12 @@ def _send_all(web, key, count: int, on_accepted) -> tuple[list[str], Counter]:
 
 
 def test_workers_killed_during_1000_sends_lose_no_otp(make_app, app, tmp_path, figures):
+    """Per-OTP send jobs (SEND_BATCH=0); the batch path's version is test_workers_killed_mid_batch_lose_no_otp."""
+    per_otp = {**RESCUE, "SEND_BATCH": 0}
     with RedisServer(tmp_path / "redis") as redis_server:
-        web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **RESCUE)
+        web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **per_otp)
         key = make_key(web)
-        env = worker_env(web, redis_server.url(), WORKER_STOP_TIMEOUT=2, **RESCUE)
+        env = worker_env(web, redis_server.url(), WORKER_STOP_TIMEOUT=2, **per_otp)
         kills: list[tuple[int, str, float]] = []
         with Supervisor(env, tmp_path, threads=8) as supervisor:
             wait_until(lambda: redis_server.client().scard("rq:workers"), 30, what="the first worker to start")

@@ -71,6 +71,44 @@ def test_a_busy_worker_hands_back_the_send_it_could_not_finish(make_app, app, tm
         assert len(graph.sends) == 2
 
 
+def test_a_stopping_worker_gives_back_the_batched_sends_it_has_not_started(make_app, app, tmp_path, run_worker):
+    """The batch send path: one drain job has claimed six sends and, at WHATSAPP_MPS=1, sends
+    them a second apart. On SIGTERM it starts no more (its waits for a throughput slot see the
+    stop request), gives the unstarted ones back to the send list, and the worker exits long
+    before its stop timeout (60 s) without a timeout hand-back; nothing is stranded in a
+    claimed list, and another worker then sends every OTP exactly once."""
+    with RedisServer(tmp_path / "redis") as redis_server, GraphDouble() as graph:
+        settings = {**CLOUD_API, "WHATSAPP_GRAPH_URL": graph.url, "WHATSAPP_MPS": 1, "SEND_BATCH": 16}
+        web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url(), **settings)
+        key = make_key(web, mode="live")
+        client = web.test_client()
+        recipients = [f"+9055511146{n:02d}" for n in range(6)]
+        ids = []
+        for recipient in recipients:  # all waiting before the worker starts: one drain job claims them all
+            sent = client.post("/v1/otp/send", headers=key.headers, json={"recipient": recipient})
+            assert sent.status_code == 201, sent.json
+            ids.append(sent.json["id"])
+        worker = WorkerProc(worker_env(web, redis_server.url(), WORKER_STOP_TIMEOUT=60, **settings),
+                            tmp_path / "w.log", threads=2)
+        try:
+            wait_until(lambda: graph.sends, 30, what="the drain job's first send")
+            worker.signal(signal.SIGTERM)
+            assert worker.proc.wait(timeout=15) == 0, worker.log()
+            log = worker.log()
+        finally:
+            worker.stop()
+        assert "did not finish in time" not in log, log
+        redis = redis_server.client()
+        made = len(graph.sends)
+        assert made < len(recipients), "the stop came too late to test anything"
+        assert redis.llen("wpotp:sendq") == len(recipients) - made, log
+        assert redis.keys("wpotp:sendq:claimed:*") == []
+        run_worker(web)
+        for otp_id in ids:
+            assert client.get(f"/v1/otp/{otp_id}", headers=key.headers).json["status"] == "SENT"
+        assert sorted("+" + s.json["to"] for s in graph.sends) == sorted(recipients)
+
+
 def test_make_run_stops_on_ctrl_c_without_reporting_a_failure(tmp_path):
     """`make run` (scripts/run.sh) under Ctrl-C: the SIGINT reaches the script, gunicorn and the
     worker at once; everything stops, the exit status is 0, and no failure is printed."""

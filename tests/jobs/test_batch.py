@@ -146,6 +146,22 @@ def test_sweep_requeues_sends_whose_list_was_lost_and_enqueues_a_lost_drain(batc
     assert otp_row(batch, more[0])["status"] in SENT_OR_LATER
 
 
+def test_sweep_fails_a_batched_send_whose_list_and_code_were_lost(batch, api_key, run_worker, outbox):
+    ids = _queued(batch, api_key, 2)
+    with batch.app_context():
+        conn = redis_client.conn
+        conn.delete(READY_KEY, DRAIN_FLAG, *conn.scan_iter(match="wpotp:seal:*"))
+        get_queue("otp").empty()
+    for otp_id in ids:
+        shift_back(batch, otp_id, 61, "last_sent_at")
+    assert _sweep(batch)["failed"] == 2
+    run_worker(batch)
+    for n, otp_id in enumerate(ids):
+        row = otp_row(batch, otp_id)
+        assert row["status"] == "FAILED" and row["error"].startswith("queue_lost")
+        assert outbox(f"+90555112{n:04d}") == []
+
+
 def test_a_failed_send_of_a_batch_retries_per_otp_with_backoff(app, make_app, api_key, run_worker):
     patient = make_app(SEND_BATCH=4, SEND_RETRY_DELAYS=[100])
     client = patient.test_client()
@@ -161,7 +177,7 @@ def test_a_failed_send_of_a_batch_retries_per_otp_with_backoff(app, make_app, ap
 def test_sends_left_in_the_list_when_the_batch_path_is_turned_off_are_still_sent(batch, make_app, api_key,
                                                                                 run_worker, outbox):
     ids = _queued(batch, api_key, 3)
-    off = make_app()  # SEND_BATCH=0 from now on; the pending drain job was lost with its flag
+    off = make_app(SEND_BATCH=0)  # the per-OTP path from now on; the pending drain job was lost with its flag
     with off.app_context():
         get_queue("otp").empty()
         redis_client.conn.delete(DRAIN_FLAG)

@@ -100,13 +100,23 @@ def test_parallel_sweeps_expire_each_otp_once(app, client, api_key):
 
 
 # --- stuck in QUEUED ------------------------------------------------------------------------------
+#
+# The tests that lose or kill a send job by hand take RQ's per-OTP send jobs apart, so they pin
+# SEND_BATCH=0 (`per_otp`); the same losses on the batch path (a lost list, a lost drain job, a
+# drain job killed mid-batch, a lost code) are in tests/jobs/test_batch.py.
+
+@pytest.fixture
+def per_otp(app):
+    app.config["SEND_BATCH"] = 0  # the pool restores the app's settings after the test
+    return app
+
 
 def _lose_send_job(app) -> None:
     with app.app_context():
         get_queue("otp").empty()
 
 
-def test_sweep_requeues_otp_whose_send_job_was_lost(app, client, api_key, run_worker, outbox):
+def test_sweep_requeues_otp_whose_send_job_was_lost(per_otp, app, client, api_key, run_worker, outbox):
     otp_id = _queued(client, api_key, "+905551110311")
     _lose_send_job(app)
     assert _sweep(app)["requeued"] == 0  # not stuck yet: sent moments ago
@@ -133,7 +143,7 @@ def test_sweep_leaves_otp_with_pending_send_job_alone(app, client, api_key, run_
     assert len(outbox("+905551110312")) == 1
 
 
-def test_sweep_fails_stuck_otp_whose_code_is_gone(app, client, api_key, run_worker, outbox):
+def test_sweep_fails_stuck_otp_whose_code_is_gone(per_otp, app, client, api_key, run_worker, outbox):
     otp_id = _queued(client, api_key, "+905551110313")
     _lose_send_job(app)
     with app.app_context():
@@ -183,7 +193,7 @@ def _pop_send_job_like_a_killed_worker(app) -> str:
         return job_id
 
 
-def test_sweep_requeues_a_job_popped_by_a_worker_killed_before_starting_it(app, client, api_key,
+def test_sweep_requeues_a_job_popped_by_a_worker_killed_before_starting_it(per_otp, app, client, api_key,
                                                                            run_worker, outbox):
     otp_id = _queued(client, api_key, "+905551110321")
     _pop_send_job_like_a_killed_worker(app)
@@ -196,7 +206,8 @@ def test_sweep_requeues_a_job_popped_by_a_worker_killed_before_starting_it(app, 
 
 
 @pytest.mark.parametrize("ended", ["process killed", "slot's worker replaced"])
-def test_sweep_requeues_a_started_job_whose_wpotp_worker_is_gone(app, client, api_key, run_worker, outbox, ended):
+def test_sweep_requeues_a_started_job_whose_wpotp_worker_is_gone(per_otp, app, client, api_key, run_worker, outbox,
+                                                                 ended):
     """A job `started` by a wpotp worker that its process no longer names as running (the process
     was killed, or the slot's RQ worker stopped on a Redis outage and a new one took its place)
     is rescued at once, not after a grace of minutes; one whose worker still runs is left alone."""

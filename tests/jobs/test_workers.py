@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import in_threads
 from wpotp.extensions import get_queue, redis_client
 from wpotp.jobs.worker import Worker, run_workers
-from wpotp.providers.throttle import try_take, wait_for_slot
+from wpotp.providers.throttle import SlotWaitStopped, try_take, wait_for_slot
 
 
 def test_no_more_sends_start_than_the_cap_within_a_window(app):
@@ -28,6 +28,17 @@ def test_a_slot_frees_up_once_the_window_has_passed(app):
         assert [try_take("slow", 2) for _ in range(3)][:2] == [0.0, 0.0]
         waited = wait_for_slot("slow", 2)  # blocks until the first send leaves the window
     assert waited > 0
+
+
+def test_a_wait_for_a_slot_gives_up_when_the_worker_stops_and_takes_none(app):
+    """A drain job's send waiting for a slot (the next frees in about a second) sees its worker's
+    stop request within a slice, and leaves without taking a slot."""
+    stop_at = time.monotonic() + 0.3
+    with app.app_context():
+        assert try_take("stopping", 1) == 0.0
+        with pytest.raises(SlotWaitStopped):
+            wait_for_slot("stopping", 1, stopping=lambda: time.monotonic() >= stop_at)
+        assert redis_client.conn.zcard("wpotp:throttle:stopping") == 1  # still only the first send's
 
 
 def test_separate_providers_do_not_share_slots(app):

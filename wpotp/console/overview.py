@@ -10,6 +10,7 @@ from flask import current_app, render_template
 from config import provider_problems
 
 from ..extensions import QUEUE_NAMES, get_queue
+from ..jobs.enqueue import send_list_depth
 from ..providers.faults import last_config_fault
 from ..reports.usage import floor_to, usage_report
 from ..util import utcnow
@@ -26,6 +27,15 @@ def queue_depths() -> dict[str, int | None]:
         except redis.exceptions.RedisError:
             depths[name] = None
     return depths
+
+
+def send_list() -> dict[str, int] | None:
+    """The batch send path's list (SEND_BATCH): sends waiting for a drain job and sends claimed by
+    one running now; None when Redis does not answer."""
+    try:
+        return send_list_depth(2 * current_app.config["PROVIDER_TIMEOUT"] + 30)
+    except redis.exceptions.RedisError:
+        return None
 
 
 def provider_state() -> dict:
@@ -45,4 +55,4 @@ def overview():
     start = floor_to(utcnow(), "day")
     today = usage_report(app.id, start, start + timedelta(days=1), "day")
     return render_template("console/overview.html", app=app, today=today, day=start.date(),
-                           queues=queue_depths(), provider=provider_state())
+                           queues=queue_depths(), sends=send_list(), provider=provider_state())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,26 @@ from ..extensions import db
 
 log = logging.getLogger("wpotp.jobs")
 _worker_app: Flask | None = None
+_running = threading.local()  # the stop event of the worker running a job in this thread (jobs/worker.py)
+
+
+def watch_stop(stopping: threading.Event | None) -> None:
+    """Called by our Worker (jobs/worker.py) around each job it runs in this thread: the event its
+    process sets on SIGTERM/SIGINT (None after the job)."""
+    _running.stopping = stopping
+
+
+def stop_event() -> threading.Event | None:
+    """The stop event of the worker running this thread's job, to hand to the job's own threads;
+    None outside one of our workers (a plain `rq worker`, a test calling the job directly)."""
+    return getattr(_running, "stopping", None)
+
+
+def worker_stopping() -> bool:
+    """Has the worker running this thread's job been asked to stop? A long job (a drain job)
+    looks between its steps, and hands back what it has not started."""
+    event = stop_event()
+    return event is not None and event.is_set()
 
 
 def _app() -> Flask:

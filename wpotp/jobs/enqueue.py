@@ -123,6 +123,27 @@ def send_job_key(otp_id: str) -> str:
     return f"wpotp:sendjob:{otp_id}"
 
 
+def current_send_job(otp_id: str) -> bytes | None:
+    """What `send_job_key` names for this OTP: its latest send job's id, a waiting item's
+    READY_MARK, or None (none queued lately)."""
+    return redis_client.conn.get(send_job_key(otp_id))
+
+
+MESSAGE_JOB = "wpotp.jobs.send.send_message_job"
+
+
+def enqueue_message(message_id: str, try_number: int = 1, delay: int = 0) -> str:
+    """Queue the send of a template message (one RQ job each, on the `otp` queue)."""
+    queue = get_queue("otp")
+    kwargs = dict(job_id=f"send-{message_id}-t{try_number}-{random_base62(6)}",
+                  description=f"send {message_id} t{try_number}", result_ttl=SEND_RESULT_TTL, failure_ttl=86400)
+    if delay > 0:
+        job = queue.enqueue_in(timedelta(seconds=delay), MESSAGE_JOB, message_id, try_number, **kwargs)
+    else:
+        job = queue.enqueue(MESSAGE_JOB, message_id, try_number, **kwargs)
+    return job.id
+
+
 def enqueue_send(otp_id: str, generation: int, try_number: int = 1, delay: int = 0, ttl: int = 900,
                  pipeline: Pipeline | None = None) -> str:
     """Queue the send of one OTP generation; remember the job id so the sweeper can find it.
@@ -258,11 +279,61 @@ return n
 """
 
 
+_GIVE_BACK_UNSTARTED = """
+local n = 0
+for i = 1, #ARGV - 3 do
+  local item = ARGV[i + 3]
+  if redis.call('LREM', KEYS[1], 1, item) == 1 then
+    redis.call('RPUSH', KEYS[2], item)
+    n = n + 1
+    local key = ARGV[2] .. string.match(item, '^[^|]+')
+    if redis.call('GET', key) == ARGV[1] then redis.call('SET', key, ARGV[3] .. item, 'KEEPTTL') end
+  end
+end
+return n
+"""
+
+
+def give_back_unstarted(job_id: str, items: list[bytes | str]) -> int:
+    """A stopping worker's drain job: the claimed sends it has not started go back to the list,
+    each one's sweep marker with it (one script, atomic: a send is in the list or in the CLAIMED
+    list, never in neither). Returns how many went back; the job then ends with hand_on_stopping."""
+    if not items:
+        return 0
+    return int(redis_client.conn.eval(_GIVE_BACK_UNSTARTED, 2, claimed_key(job_id), READY_KEY, job_id,
+                                      send_job_key(""), READY_MARK, *items))
+
+
+def hand_on_stopping() -> str | None:
+    """A drain job ending because its worker stops: if sends wait, a drain job is made pending
+    for them (the flag set, not SET NX: this one cleared it, or a lost one may still hold it). A
+    slot of the same stopping worker can still pop that job in its last dequeue slice; it then
+    runs no batch and hands on the same way, so the last one waits for a worker that runs."""
+    conn = redis_client.conn
+    if not conn.llen(READY_KEY):
+        return None
+    conn.set(DRAIN_FLAG, "1", ex=DRAIN_FLAG_TTL)
+    return enqueue_drain()
+
+
 def claim_sends(job_id: str, count: int, first: bool) -> list[bytes]:
     """Move up to `count` waiting sends into this drain job's CLAIMED list (one script, atomic);
     the first claim also clears the drain flag."""
     return redis_client.conn.eval(_CLAIM, 3, READY_KEY, claimed_key(job_id), DRAIN_FLAG, count, job_id,
                                   "1" if first else "0", send_job_key(""), CLAIMED_TTL, READY_MARK)
+
+
+def send_list_depth(started_grace: float) -> dict[str, int]:
+    """The batch path's sends for the console: `waiting` in READY_KEY, `claimed` by drain jobs
+    still running (a killed job's CLAIMED list lingers for inspection; its sends are the sweep's,
+    not counted). A SCAN over the CLAIMED lists: for a page an operator opens, not a hot path."""
+    conn = redis_client.conn
+    claimed = 0
+    for key in conn.scan_iter(match=claimed_key("*"), count=500):
+        job_id = key.decode()[len(claimed_key("")):]
+        if job_alive(job_id, started_grace):
+            claimed += conn.llen(key)
+    return {"waiting": conn.llen(READY_KEY), "claimed": claimed}
 
 
 def release_claimed(job_id: str) -> None:

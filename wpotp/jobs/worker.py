@@ -44,6 +44,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from ..extensions import QUEUE_NAMES
 from ..util import random_base62, settle_heap
+from . import watch_stop
 from .enqueue import hand_back, note_worker_alive, note_worker_gone
 from .schedule import start_ticker
 
@@ -102,7 +103,11 @@ class Worker(SimpleWorker):
 
     def execute_job(self, job: Job, queue) -> None:
         self.job_in_flight = job
-        super().execute_job(job, queue)
+        watch_stop(self.stopping)  # a long job (a drain job) sees the stop request: worker_stopping()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            watch_stop(None)
         self.job_in_flight = None  # still set if RQ's own bookkeeping failed (Redis went away)
 
     def subscribe(self) -> None:

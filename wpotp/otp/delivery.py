@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,13 +15,11 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
 
-from ..extensions import db, redis_client
-from ..jobs import enqueue
-from ..jobs.enqueue import enqueue_send
+from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Otp, OtpStatus, SendAttempt
 from ..providers import OutboundOtp, Provider, ProviderError, get_provider
 from ..providers.faults import note_config_fault
-from ..providers.throttle import wait_for_slot
+from ..providers.throttle import SlotWaitStopped, wait_for_slot
 from ..util import utcnow
 from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
@@ -102,33 +101,48 @@ def _outbound(otp, generation: int, sealed: bytes) -> OutboundOtp:
                        body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
 
 
-# --- the batch send path (SEND_BATCH; jobs/enqueue.py) --------------------------------------------
+# --- the batch send path (SEND_BATCH; jobs/enqueue.py, reached through the queue port jobs/port.py) -----
 
 def drain_sends(job_id: str) -> str:
     """A drain job: claim batches of waiting sends and deliver each (deliver_batch) until the
     list is empty; after DRAIN_FOR seconds, hand on to a fresh drain job instead (RQ's job
     timeout, and a stopping worker's hand-back, stay about one batch). A full batch means more
     may wait: then one more drain job is made pending (if none is), so a backlog spreads over
-    the free slots one drain job at a time."""
-    size = current_app.config["SEND_BATCH"] or enqueue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
+    the free slots one drain job at a time.
+
+    A stop request to the worker (the queue port's `stopping()`, set by our Worker) is seen
+    between batches and by every send of a batch before it starts, its wait for a WHATSAPP_MPS
+    slot included: the sends not started go back to the list (give_back_unstarted), the ones in
+    flight finish and are committed, and the job ends, so a stopping worker is done within about
+    one provider call. The list, the claims and the drain jobs are the queue port's (jobs/port.py)."""
+    queue = job_queue()
+    size = current_app.config["SEND_BATCH"] or queue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
     app = current_app._get_current_object()
+    stopping = queue.stopping()
     started = time.monotonic()
     outcomes: dict[str, int] = {}
     first = True
     with ThreadPoolExecutor(max_workers=size, thread_name_prefix="send") as pool:
-        while True:
-            claimed = enqueue.claim_sends(job_id, size, first)
+        while not (stopping and stopping()):
+            claimed = queue.claim_sends(job_id, size, first)
             first = False
             if not claimed:
                 break
             if len(claimed) == size:
-                enqueue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
-            for outcome in deliver_batch([enqueue.parse_item(raw) for raw in claimed], pool, app):
+                queue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
+            results = deliver_batch([item for _raw, item in claimed], pool, app, stopping)
+            unstarted = [raw for (raw, _item), outcome in zip(claimed, results, strict=True) if outcome == "unstarted"]
+            if unstarted:
+                queue.give_back_unstarted(job_id, unstarted)
+            for outcome in results:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            enqueue.release_claimed(job_id)
-            if time.monotonic() - started >= enqueue.DRAIN_FOR:
-                enqueue.enqueue_drain()  # the list may not be empty: a successor takes over
+            queue.release_claimed(job_id)
+            if time.monotonic() - started >= queue.DRAIN_FOR:
+                queue.hand_on()  # the list may not be empty: a successor takes over
                 break
+    if stopping and stopping():
+        queue.hand_on_stopping()
+        outcomes["stopped"] = 1
     return " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())) or "empty"
 
 
@@ -143,17 +157,20 @@ class _Call:
     result: object = None
     error: ProviderError | None = None
     too_late: bool = False
+    unstarted: bool = False  # the worker is stopping: not sent, handed back
     crashed: bool = False
     latency_ms: int = 0
     at: datetime | None = None
 
 
-def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecutor, app) -> list[str]:
+def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecutor, app,
+                  stopping: Callable[[], bool] | None = None) -> list[str]:
     """deliver_otp for many sends: one SELECT for the rows, one MGET for the sealed codes, the
     provider calls concurrently on `pool` (throttle and expiry margin as for one), then the
     attempts, the compare-and-sets to SENT and their events in one transaction and one commit.
     Failures, expiries and retries then take deliver_otp's own paths, one by one.
-    Returns an outcome per item, as deliver_otp would."""
+    Returns an outcome per item, as deliver_otp would, and "unstarted" for a send not started
+    because `stopping()` said so (the caller gives it back)."""
     conn = db.session.connection()
     rows = {row.id: row for row in conn.execute(_LOAD_MANY_FOR_SEND, {"otp_ids": [i[0] for i in items]})}
     seals = redis_client.conn.mget([seal_key(otp_id, generation) for otp_id, generation, _, _ in items])
@@ -183,7 +200,9 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
         with app.app_context():
             try:
                 call.result = call_provider(call.provider, call.provider.send_otp, call.message,
-                                            expires_at=call.otp.expires_at)
+                                            expires_at=call.otp.expires_at, stopping=stopping)
+            except SlotWaitStopped:
+                call.unstarted = True
             except TooLate:
                 call.too_late = True
             except ProviderError as exc:
@@ -217,6 +236,8 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
             if id(call) in moved:
                 call.provider.after_sent(call.message, call.result)
             outcomes.append("sent" if id(call) in moved else "sent-late")
+        elif call.unstarted:
+            outcomes.append("unstarted")
         elif call.too_late:
             expire_one(_orm(call.otp.id), within=SEND_MARGIN)
             outcomes.append("expired")
@@ -245,15 +266,20 @@ class TooLate(Exception):
 SEND_MARGIN = timedelta(seconds=1)  # a send starting later than this before expiry is not made
 
 
-def call_provider(provider: Provider, send, message, expires_at: datetime | None = None):
+def call_provider(provider: Provider, send, message, expires_at: datetime | None = None,
+                  stopping: Callable[[], bool] | None = None):
     """One provider call: wait for a throughput slot if the provider is capped, then send.
 
     The expiry is checked after the wait too (it can take seconds at a low cap): a call that
     would start within SEND_MARGIN of `expires_at`, or past it, raises TooLate instead.
+    With `stopping` (a drain job's view of its worker's stop request), a call not started when
+    it says so raises SlotWaitStopped instead (before the wait, during it, or after it).
     A configuration fault (bad token, missing permission) is also noted for operators.
     """
+    if stopping is not None and stopping():
+        raise SlotWaitStopped()
     if provider.throttled:
-        wait_for_slot(provider.name)
+        wait_for_slot(provider.name, stopping=stopping)
     if expires_at is not None and utcnow() >= expires_at - SEND_MARGIN:
         raise TooLate()
     try:
@@ -296,7 +322,7 @@ def _after_failure(otp, exc: ProviderError, try_number: int) -> str:
     delay = retry_delay(exc, try_number)
     if delay is not None and (otp.expires_at - utcnow()).total_seconds() > delay:
         commit_and_queue()
-        enqueue_send(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
+        job_queue().schedule_retry(otp.id, otp.generation, try_number + 1, delay=delay, ttl=otp.ttl_seconds)
         return "retrying"
     _fail(otp, str(exc))
     return "failed"

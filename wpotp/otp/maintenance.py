@@ -16,8 +16,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
-from ..extensions import db, redis_client
-from ..jobs.enqueue import enqueue_send, ensure_drain, job_alive, send_job_key
+from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
@@ -76,12 +75,12 @@ def rescue_stuck() -> tuple[int, int]:
     ).all()
     requeued = failed = 0
     conn = redis_client.conn
-    ensure_drain()  # batched sends waiting with no drain job pending (even with SEND_BATCH now 0)
+    job_queue().ensure_drain()  # batched sends waiting with no drain job pending (even with SEND_BATCH now 0)
     for otp in stuck:
         if _send_pending(otp.id):
             continue
         if conn.exists(seal_key(otp.id, otp.generation)):
-            enqueue_send(otp.id, otp.generation, try_number=1, ttl=otp.ttl_seconds)
+            job_queue().queue_send(otp.id, otp.generation, ttl=otp.ttl_seconds)
             requeued += 1
         elif _fail(otp, "queue_lost: the send job and its code were lost before delivery"):
             failed += 1
@@ -91,4 +90,4 @@ def rescue_stuck() -> tuple[int, int]:
 def _send_pending(otp_id: str) -> bool:
     # A send runs at most PROVIDER_TIMEOUT plus a throughput wait; twice that and more is a dead worker.
     grace = 2 * current_app.config["PROVIDER_TIMEOUT"] + 30
-    return job_alive(redis_client.conn.get(send_job_key(otp_id)), grace)
+    return job_queue().send_pending(otp_id, grace)

@@ -32,8 +32,7 @@ from ..errors import (
     TooManyAttempts,
     WpotpError,
 )
-from ..extensions import db, redis_client
-from ..jobs.enqueue import drain_if_flagged, enqueue_send
+from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
@@ -147,13 +146,13 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
         with redis_client.conn.pipeline() as pipe:
             pipe.multi()
             pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
-            enqueue_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
+            job_queue().hand_off_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
             replies = pipe.execute()
     except QUEUE_OUTAGES as exc:
         _undo_hand_off(otp, generation, revert_to)
         raise ServiceUnavailable("The queue is unavailable; nothing was sent or changed. Retry.") from exc
     try:
-        drain_if_flagged(replies)  # the batch path: a drain job, only if none is pending
+        job_queue().after_hand_off(replies)  # the batch path: a drain job, only if none is pending
     except QUEUE_OUTAGES:  # the send is in the list: the flag lapses and the sweep enqueues a drain
         log.warning("could not enqueue a drain job for a queued send (Redis unavailable); the sweep will")
 

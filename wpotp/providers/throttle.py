@@ -10,6 +10,7 @@ requests into any second at Meta's end.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from flask import current_app
 
@@ -17,6 +18,7 @@ from ..extensions import redis_client
 from ..util import random_base62
 
 KEY = "wpotp:throttle:{name}"
+STOP_CHECK_EVERY = 0.1  # seconds between looks at a stop request while waiting for a slot
 
 # Returns 0 when the send may start now (and records it), else microseconds to wait.
 _TAKE = """
@@ -45,13 +47,26 @@ def try_take(name: str, per_second: int) -> float:
     return int(wait_us) / 1_000_000
 
 
-def wait_for_slot(name: str, per_second: int | None = None) -> float:
-    """Block until this process may start one send; returns the seconds waited."""
+class SlotWaitStopped(Exception):
+    """wait_for_slot gave up: the worker is stopping (no slot was taken, no send started)."""
+
+
+def wait_for_slot(name: str, per_second: int | None = None, stopping: Callable[[], bool] | None = None) -> float:
+    """Block until this process may start one send; returns the seconds waited.
+
+    With `stopping` (a drain job's view of its worker's stop request), the wait is cut into
+    slices of at most STOP_CHECK_EVERY seconds and raises SlotWaitStopped once it says so."""
     rate = per_second or current_app.config["WHATSAPP_MPS"]
     waited = 0.0
-    while (wait := try_take(name, rate)) > 0:
+    while True:
+        if stopping is not None and stopping():
+            raise SlotWaitStopped()
+        wait = try_take(name, rate)
+        if wait <= 0:
+            return waited
         # Waiters wake spread out a little, so they do not all ask Redis at the same instant.
         pause = wait + (hash(random_base62(4)) % 20) / 1000
+        if stopping is not None:
+            pause = min(pause, STOP_CHECK_EVERY)
         time.sleep(pause)
         waited += pause
-    return waited

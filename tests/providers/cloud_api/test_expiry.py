@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from rq import SimpleWorker
 
 from tests.helpers import make_key
@@ -30,18 +31,28 @@ def test_a_retry_that_would_come_after_expiry_fails_the_otp(make_app, app, graph
         assert get_queue("otp").count == 0 and get_queue("otp").scheduled_job_registry.count == 0
 
 
-def test_a_retry_that_comes_due_after_expiry_expires_the_otp_without_calling_meta(make_app, app, graph):
-    cloud = make_app(WHATSAPP_GRAPH_URL=graph.url, **{**SETTINGS, "SEND_RETRY_DELAYS": [0, 0, 0]})
+@pytest.mark.parametrize("batch", [0, 4], ids=["per-otp-jobs", "batch"])
+def test_a_retry_that_comes_due_after_expiry_expires_the_otp_without_calling_meta(make_app, app, graph, batch):
+    """Meta fails the first try and the OTP runs out while it answers: the retry (queued at once,
+    delay 0) finds it expired and makes no call. Per-OTP jobs: the retry is a job of its own; the
+    batch path: the retry goes back on the send list and the same drain job claims it again."""
+    cloud = make_app(WHATSAPP_GRAPH_URL=graph.url, SEND_BATCH=batch, **{**SETTINGS, "SEND_RETRY_DELAYS": [0, 0, 0]})
     key = make_key(cloud, mode="live")
-    graph.replies.extend([UNAVAILABLE] * 5)
     client = cloud.test_client()
     otp_id = client.post("/v1/otp/send", headers=key.headers, json={"recipient": "+905551112233"}).json["id"]
+    answer = graph.http.handler
+
+    def expire_while_answering(seen):
+        if len(graph.sends) == 1:  # the first try: the OTP runs out before its retry runs
+            with cloud.app_context():
+                otp = db.session.get(Otp, otp_id)
+                otp.expires_at -= timedelta(seconds=301)
+                db.session.commit()
+            return UNAVAILABLE
+        return answer(seen)
+
+    graph.http.handler = expire_while_answering
     with cloud.app_context():
-        worker = SimpleWorker([get_queue("otp")], connection=redis_client.conn)
-        worker.work(burst=True, max_jobs=1)  # first try fails; its retry is queued
-        otp = db.session.get(Otp, otp_id)
-        otp.expires_at -= timedelta(seconds=301)  # the OTP runs out before the retry runs
-        db.session.commit()
-        worker.work(burst=True)
+        SimpleWorker([get_queue("otp")], connection=redis_client.conn).work(burst=True)
     assert len(graph.sends) == 1
     assert client.get(f"/v1/otp/{otp_id}", headers=key.headers).json["status"] == "EXPIRED"
