@@ -261,7 +261,7 @@ def outbox(app):
     return read
 
 
-# --- figures of the fault suite (tests/faults/conftest.py's `figures` fixture records them) ---------
+# --- figures of the fault suite (tests/faults/conftest.py's `figures` fixture) and the fuzzing (tests/apidoc) ---
 # Here rather than in tests/faults/conftest.py: under pytest-xdist the controller, which prints the
 # summary, loads only this conftest.
 
@@ -281,7 +281,7 @@ def pytest_runtest_logreport(report) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     if not _collected:
         return
-    terminalreporter.section("fault suite figures")
+    terminalreporter.section("figures (fault suite, schema fuzzing)")
     for nodeid, outcome, found in _collected:
         terminalreporter.write_line(f"{nodeid} [{outcome}]")
         terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in found.items()))

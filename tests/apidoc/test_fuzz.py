@@ -110,3 +110,27 @@ def test_fuzz(name, app, record_property):
     record_property(FIGURE_PREFIX + "cases", cases)
     print(f"fuzz {name}: operations={operations}, cases={cases}, failures={len(failures)}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_fuzz_stateful(app, record_property):
+    """Sequences of calls along the document's links (send -> show / verify / resend / cancel /
+    attempts, message -> show), each answer checked as above. Derandomized: the same sequences
+    every run (FUZZ_EXAMPLES sequences of at most 6 steps)."""
+    key = make_key(app)
+    schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", app)
+    steps = []
+
+    class Stateful(schema.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"headers": {"Authorization": f"Bearer {key.secret}"}}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            steps.append(f"{case.method} {case.path}")
+            case.validate_response(response, checks=CHECKS)
+
+    Stateful.run(settings=settings(max_examples=EXAMPLES, stateful_step_count=6, deadline=None, database=None,
+                                   derandomize=True, suppress_health_check=list(HealthCheck)))
+    linked = {step for step in steps if "{" in step}
+    record_property(FIGURE_PREFIX + "stateful_steps", len(steps))
+    print(f"fuzz stateful: steps={len(steps)}, linked operations reached={sorted(linked)}")
+    assert linked, "the links were followed at least once"

@@ -2,7 +2,7 @@
 
 A test reports what it measured with the `figures` fixture: `figures(sent=97, failed=3)`. The
 numbers are printed with the test's output, kept as the test's `record_property` values (so a
-JUnit report carries them), and gathered into a "fault suite figures" section at the end of
+JUnit report carries them), and gathered into a "figures (fault suite, schema fuzzing)" section at the end of
 the pytest run, so CI's log shows them whether the tests passed or not (the hooks that gather
 them are in tests/conftest.py: under pytest-xdist only the root conftest runs in the controller).
 """

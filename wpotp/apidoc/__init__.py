@@ -80,11 +80,6 @@ def document(app: Flask, dialect: str = "") -> dict:
     return _cache[key]
 
 
-def forget() -> None:
-    """Drop the built documents (a test that changes a model builds again)."""
-    _cache.clear()
-
-
 def openapi_path(rule: str) -> str:
     return _ARG.sub(lambda m: "{" + m.group(1) + "}", rule)
 
@@ -302,6 +297,9 @@ def operation(d: Dialect, schemas: Schemas, named: dict, op: Op, path: str, meth
         if status in op.answer_examples:
             content[media]["example"] = op.answer_examples[status]
         responses[str(status)] = {"description": _status_text(status), "content": content}
+        if op.links:
+            responses[str(status)]["links"] = {target: {"operationId": target, "parameters": args}
+                                               for target, args in op.links.items()}
     for status, codes in sorted(op.errors.items()):
         content = {"application/json": {"schema": error_schema(d.error_style, codes)}}
         if status in op.answer_examples:

@@ -44,6 +44,12 @@ class Op:
     public: bool = False  # no API key: the documents themselves
     tag: str = "OTP"
     description: str = ""
+    links: dict[str, dict[str, str]] = field(default_factory=dict)  # operationId -> {parameter: expression}
+
+
+# OpenAPI links: where an answer's id goes next (clients, and the fuzz test's stateful run).
+OTP_LINKS = {f"api_{name}": {"otp_id": "$response.body#/id"}
+             for name in ("show_get", "verify_post", "resend_post", "cancel_post", "attempts_get")}
 
 
 def merge(*tables: dict[int, list[str]]) -> dict[int, list[str]]:
@@ -81,7 +87,7 @@ NATIVE: dict[str, Op] = {
     "api.send": Op("Send an OTP", {201: a.OtpSummary, 200: a.OtpSummary}, merge(
         GATED, BODY, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED"], 404: ["TEMPLATE_NOT_FOUND"],
                       409: ["REFERENCE_CONFLICT"]}),
-        body=SendOtpBody, example=SEND_EXAMPLE,
+        body=SendOtpBody, example=SEND_EXAMPLE, links=OTP_LINKS,
         answer_examples={201: SENT_EXAMPLE, 400: INVALID_PHONE_EXAMPLE},
         description="201 with a new OTP; 200 with the active OTP of the same `reference` and recipient "
                     "(no second message). The code is sent over WhatsApp, never answered."),
@@ -109,6 +115,7 @@ NATIVE: dict[str, Op] = {
     "api.send_message": Op("Send a template message (not an OTP)", {202: a.MessageSummary}, merge(
         GATED, BODY, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED"], 404: ["TEMPLATE_NOT_FOUND"]}),
         body=SendMessageBody, tag="Messages",
+        links={"api_show_message_get": {"message_id": "$response.body#/id"}},
         example={"recipient": "+905551112233", "templateId": "tpl_shipping_en",
                  "variables": {"1": "9F3A2C"}, "expiresInSeconds": 3600}),
     "api.show_message": Op("One message with its timeline", {200: a.Message}, merge(GATED, {404: ["NOT_FOUND"]}),
