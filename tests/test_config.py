@@ -59,6 +59,8 @@ def test_secrets_can_come_from_files(clean_env, tmp_path):
     ("WPOTP_PROVIDER", "carrier-pigeon"),
     ("WPOTP_ENV", "staging"),
     ("SEND_RETRY_DELAYS", "1,x"),
+    ("RECEIPT_BATCH", "1001"),
+    ("RECEIPT_BATCH", "-1"),
 ])
 def test_malformed_settings_stop_start_up_naming_the_variable(clean_env, name, value):
     clean_env.setenv(name, value)
@@ -116,3 +118,10 @@ def test_passwords_are_hashed_by_the_configured_method_and_older_hashes_still_ch
         assert old.check_password("correct horse") and not old.check_password("wrong horse")
         assert new.check_password("correct horse") and not new.check_password("wrong horse")
     assert old.password_hash.startswith("scrypt:") and new.password_hash.startswith("pbkdf2:sha256:1000$")
+
+
+def test_receipts_are_queued_in_batches_of_100_unless_set(clean_env):
+    clean_env.delenv("RECEIPT_BATCH", raising=False)
+    assert Config.from_env().RECEIPT_BATCH == 100
+    clean_env.setenv("RECEIPT_BATCH", "0")
+    assert Config.from_env().RECEIPT_BATCH == 0

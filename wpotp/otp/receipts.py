@@ -28,6 +28,7 @@ from typing import NamedTuple
 import redis
 from flask import current_app
 from sqlalchemy import bindparam, case, cast, column, insert, select, update, values
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..extensions import db, get_queue, redis_client
 from ..models import Event, Message, Otp, SendAttempt, WebhookDelivery
@@ -53,6 +54,7 @@ RECEIPT_STATUSES = tuple(_RECEIPTS)
 # Two events of one row written in one batch are stamped at least this far apart, so a timeline
 # (ordered by created_at, then the random event id) reads in arrival order: sent -> delivered -> read.
 EVENT_SPACING = timedelta(microseconds=1)
+SENT_SLACK = timedelta(seconds=2)  # Meta's whole-second receipt times, and our commit after its answer
 
 
 class Receipt(NamedTuple):
@@ -200,10 +202,11 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
     """The compare-and-set of one receipt, then its event (OTP: status and generation, as SPEC §6's
     payload reads them; message: status)."""
     error_text = (error or "failed: reported by the provider")[:500] if status == "failed" else None
-    if row.sent_at is not None and now <= row.sent_at and status != "sent":
+    if row.sent_at is not None and row.sent_at - SENT_SLACK < now <= row.sent_at and status != "sent":
         # Meta's whole-second time of a receipt that reached us just before or after our own `sent`
         # commit (say, queued before it and applied after): stamped just after that `sent`, so the
-        # timeline (created_at, then the random event id) never reads it first.
+        # timeline (created_at, then the random event id) never reads it first. A time further
+        # back is the provider's own (a gateway's clock) and is kept.
         now = row.sent_at + EVENT_SPACING
     at = batch.next_stamp(row.id, now)
     if batch.locked is not None:
@@ -343,17 +346,29 @@ def apply_receipts(batch: list[Receipt]) -> list[bool]:
     return results
 
 
+# The database itself failing (unreachable, restarting, SQLite's lock held past its timeout, a
+# deadlock): no receipt is to blame, so none is skipped; the caller keeps them all for later.
+DATABASE_OUTAGES = (OperationalError, InterfaceError)
+
+
 def apply_receipts_or_each(batch: list[Receipt]) -> list[bool]:
     """apply_receipts, and if the batch fails, each receipt on its own (a failing one is logged and
-    skipped), so one bad receipt never loses the others."""
+    skipped), so one bad receipt never loses the others. A database outage (DATABASE_OUTAGES) is
+    raised instead, the batch and the fallback alike: then no receipt is at fault and none is dropped
+    (the drain job gives them back to the queue)."""
     try:
         return apply_receipts(batch)
+    except DATABASE_OUTAGES:
+        raise
     except Exception:  # noqa: BLE001
         log.exception("a batch of %d receipts failed; applying them one at a time", len(batch))
     results = []
     for receipt in batch:
         try:
             results.append(apply_receipt(*receipt))
+        except DATABASE_OUTAGES:
+            db.session.rollback()
+            raise
         except Exception:  # noqa: BLE001
             db.session.rollback()
             log.exception("a %s %s receipt could not be applied; skipped", receipt.provider, receipt.status)
@@ -587,7 +602,15 @@ def drain_receipts(job_id: str) -> str:
                 batch.append(Receipt.loads(raw))
             except (ValueError, TypeError):
                 log.error("an unreadable item in the receipt queue; dropped")
-        applied += sum(apply_receipts_or_each(batch))
+        try:
+            applied += sum(apply_receipts_or_each(batch))
+        except DATABASE_OUTAGES:
+            # Back to the head of the queue, in order, for the next drain job (one a hand-off or the
+            # sweep makes pending once the database answers again); this job fails, visibly.
+            given = give_back_receipts(job_id)
+            log.warning("the database is unavailable; %d claimed receipt(s) given back to the receipt queue",
+                        given)
+            raise
         total += len(batch)
         release_receipts(job_id)
         if time.monotonic() - started >= RECEIPT_DRAIN_FOR:

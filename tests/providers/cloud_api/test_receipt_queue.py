@@ -205,3 +205,106 @@ def test_a_stopping_worker_gives_its_claimed_receipts_back(cloud_app_queued, liv
     post_receipts(client, status_item(otps[0][1], "read", t))  # drains everything queued
 
     assert [show(client, live_key, otp_id)["status"] for otp_id, _ in otps] == ["READ", "DELIVERED"]
+
+
+def test_the_database_down_during_a_drain_loses_no_receipt(cloud_app_queued, make_app, live_key, graph, run_worker):
+    """A drain job whose database does not answer (a worker on an unreachable database URL): its batch
+    goes back to the head of the queue, in order, and the job fails; once the database answers, the
+    sweep makes a drain job pending and a worker applies every receipt."""
+    from rq.registry import FailedJobRegistry
+
+    from wpotp.extensions import get_queue
+    from wpotp.otp.maintenance import sweep
+
+    app, client = cloud_app_queued, cloud_app_queued.test_client()
+    otps = _sent_otps(app, client, live_key, run_worker, graph, 3)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        dead = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+    else:
+        dead = f"sqlite:///{app.instance_path}/missing-dir/down.db"
+    down = make_app(WHATSAPP_GRAPH_URL=graph.url, RECEIPT_BATCH=4, SQLALCHEMY_DATABASE_URI=dead, **SETTINGS)
+    t = int(time.time()) + 5
+    capture = LogCapture()
+    import logging
+
+    logging.getLogger("wpotp").addHandler(capture)
+    try:
+        post_receipts(client, *[status_item(wamid, "delivered", t) for _, wamid in otps], drain=False)
+        with app.app_context():
+            queued = redis_client.conn.lrange(receipts.RECEIPT_QUEUE, 0, -1)
+        run_worker(down)  # the drain job runs against the unreachable database
+    finally:
+        logging.getLogger("wpotp").removeHandler(capture)
+
+    assert any("given back to the receipt queue" in line for line in capture.lines)
+    assert not any("skipped" in line for line in capture.lines)
+    with app.app_context():
+        conn = redis_client.conn
+        assert len(queued) == 3 and conn.lrange(receipts.RECEIPT_QUEUE, 0, -1) == queued  # all back, in order
+        assert not conn.exists(receipts.RECEIPT_CLAIMS, receipts.RECEIPT_DRAIN_FLAG)
+        assert len(FailedJobRegistry(queue=get_queue("otp"))) == 1
+    assert [show(client, live_key, otp_id)["status"] for otp_id, _ in otps] == ["SENT"] * 3
+
+    with app.app_context():
+        sweep()  # the database answers again: a drain job is made pending for the receipts waiting
+        db.session.remove()
+    run_worker(app)
+
+    assert [show(client, live_key, otp_id)["status"] for otp_id, _ in otps] == ["DELIVERED"] * 3
+    with app.app_context():
+        assert not redis_client.conn.exists(receipts.RECEIPT_QUEUE, receipts.RECEIPT_CLAIMS)
+
+
+def test_template_messages_and_otps_in_one_batch_end_as_applied_one_by_one(app, make_app, graph, run_worker):
+    """Receipts of template messages (Message rows: their own compare-and-set, their own table's
+    UPDATE on PostgreSQL) mixed with OTPs' in one webhook call: the same statuses, timelines and
+    owed message.* / otp.* webhooks as inline."""
+    from tests.helpers import make_key
+
+    seen = {}
+    for batch in (0, 8):
+        cloud = _cloud(make_app, graph, batch)
+        client = cloud.test_client()
+        key = make_key(cloud, app_name=f"mixed-{batch}", mode="live")
+        set_webhook(cloud, f"http://127.0.0.1:{closed_port()}/hook", app_name=f"mixed-{batch}")
+        templates = client.get("/v1/templates", headers=key.headers).json["data"]
+        template_id = next(t["id"] for t in templates if t["name"] == "wpotp_order_update")
+        message_ids = []
+        for i in range(2):
+            r = client.post("/v1/messages", headers=key.headers, json={
+                "recipient": f"+90555111{4000 + i}", "templateId": template_id,
+                "variables": {"1": f"A-{i}", "2": "on its way"}})
+            assert r.status_code == 202, r.json
+            message_ids.append(r.json["id"])
+        otps = _sent_otps(cloud, client, key, run_worker, graph, 2)  # its worker run sends the messages too
+        from wpotp.models import Message
+
+        with cloud.app_context():
+            wamids = dict(db.session.execute(select(Message.id, Message.provider_message_id)
+                                             .where(Message.id.in_(message_ids))).all())
+            db.session.remove()
+        t = int(time.time()) + 5
+        items = []
+        for step, status in enumerate(("sent", "delivered", "read")):
+            items += [status_item(wamids[m], status, t + step) for m in message_ids]
+            items += [status_item(wamid, status, t + step) for _, wamid in otps]
+        items.append(status_item(wamids[message_ids[0]], "delivered", t + 1))  # a repeat: changes nothing
+        assert post_receipts(client, *items, drain=False).status_code == 200
+        run_worker(cloud)
+        with cloud.app_context():
+            deliveries = db.session.execute(
+                select(Event.type, Event.data).join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
+                .where(Event.message_id.in_(message_ids)).order_by(Event.message_id, Event.created_at)).all()
+            db.session.remove()
+        messages = [client.get(f"/v1/messages/{m}", headers=key.headers).json for m in message_ids]
+        seen[batch] = {
+            "messages": [(m["status"], [e["type"] for e in m["timeline"]]) for m in messages],
+            "message_webhooks": [(kind, data.get("status")) for kind, data in deliveries],
+            "otps": _outcome(cloud, client, key, otps, t),
+        }
+
+    assert seen[8] == seen[0]
+    assert seen[0]["messages"] == [("READ", ["message.queued", "message.sent", "message.delivered",
+                                             "message.read"])] * 2
+    assert [s for s, _ in seen[0]["message_webhooks"]] == ["message.sent", "message.delivered", "message.read"] * 2
+    assert [o["status"] for o in seen[0]["otps"]] == ["READ", "READ"]
