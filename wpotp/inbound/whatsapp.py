@@ -99,6 +99,8 @@ def failure_reason(errors: object) -> str:
     """`131026: Message undeliverable` from the first error Meta lists."""
     first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
     code = first.get("code")
-    title = str(first.get("title") or first.get("message") or "failed").strip().rstrip(".")
+    # Control characters (NUL, which PostgreSQL refuses in text, among them) become spaces.
+    title = "".join(c if c.isprintable() else " " for c in str(first.get("title") or first.get("message") or "failed"))
+    title = title.strip().rstrip(".").strip()
     reason = f"{code}: {title}" if code is not None else title
     return " ".join(reason.split())[:200]

@@ -476,7 +476,11 @@ def receipts_claimed_key(job_id: str) -> str:
 
 def take_receipts(receipts: list[Receipt]) -> int:
     """The webhook's hand-off: queue the receipts for a drain job (RECEIPT_BATCH > 0), or apply them
-    here and now (RECEIPT_BATCH=0, or Redis unreachable). How many were applied here."""
+    here and now (RECEIPT_BATCH=0, or Redis unreachable). How many were applied here.
+
+    A message id with a control character in it names no message we sent (PostgreSQL would
+    refuse even to look it up: NUL is not allowed in text), so such a receipt is dropped here."""
+    receipts = [r for r in receipts if r.message_id.isprintable()]
     if not receipts:
         return 0
     if current_app.config["RECEIPT_BATCH"]:

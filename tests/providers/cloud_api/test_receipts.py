@@ -93,6 +93,22 @@ def test_failed_receipt_fails_the_otp_with_metas_error(cloud_app, cloud_client, 
     assert event_types(cloud_app, otp_id).count("otp.failed") == 1
 
 
+def test_control_characters_in_metas_error_or_ids_answer_200_and_lose_nothing(cloud_app, cloud_client, live_key,
+                                                                            graph, run_worker):
+    """PostgreSQL refuses NUL in text: a signed receipt carrying one (in the error or a message
+    id) must not turn into a 500 that makes Meta retry it for days."""
+    otp_id, wamid = sent_otp(cloud_client, live_key, run_worker, cloud_app, graph)
+    errors = [{"code": 131026, "title": "Message\x00 undeliverable\x07."}]
+
+    r = post_receipts(cloud_client, status_item(wamid + "\x00", "delivered", _now()),
+                      status_item(wamid, "failed", _now(), errors=errors))
+
+    assert r.status_code == 200
+    detail = show(cloud_client, live_key, otp_id)
+    assert detail["status"] == "FAILED"
+    assert detail["error"] == "131026: Message undeliverable"
+
+
 def test_bad_or_missing_signature_is_refused_and_changes_nothing(cloud_app, cloud_client, live_key, graph,
                                                                  run_worker):
     otp_id, wamid = sent_otp(cloud_client, live_key, run_worker, cloud_app, graph)
