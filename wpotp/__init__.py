@@ -14,6 +14,7 @@ from config import Config, ConfigError, provider_problems
 
 from .extensions import csrf, db, limiter, login_manager, redis_client
 from .logs import configure_logging, install_request_id
+from .settings import refresh_settings
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -41,6 +42,7 @@ def create_app(config: Config | None = None) -> Flask:
     from .jobs import port as queue_port
 
     queue_port.init_app(app)  # the queue port services hand work to (extensions.job_queue)
+    refresh_settings(app)  # the services' settings, read from app.config once (settings.py)
     with app.app_context():
         _tune_sqlite(db.engine)
 

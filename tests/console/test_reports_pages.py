@@ -16,6 +16,7 @@ from tests.helpers import make_key
 from wpotp.extensions import db
 from wpotp.models import Otp
 from wpotp.providers.faults import note_config_fault
+from wpotp.settings import refresh_settings
 from wpotp.util import utcnow
 
 from .test_otps import number, seed_otps, send_otp, verify
@@ -211,6 +212,7 @@ def test_top_recipients_are_split_by_window(app, client, viewer):
 @pytest.mark.parametrize("batch", [0, 16], ids=["per-otp-jobs", "batch"])
 def test_the_overview_shows_todays_counts_rates_queues_and_provider(app, client, admin, outbox, run_worker, batch):
     app.config["SEND_BATCH"] = batch
+    refresh_settings(app)  # the services read their settings once (wpotp/settings.py)
     key = make_key(app)
     verified = send_otp(client, key, number(1))
     canceled = send_otp(client, key, number(2))

@@ -10,6 +10,7 @@ from tests.helpers import in_threads
 from wpotp.extensions import db, get_queue, redis_client
 from wpotp.models import Event
 from wpotp.otp.maintenance import sweep
+from wpotp.settings import refresh_settings
 
 from ..otp.support import error_code, event_types, otp_row, send, send_attempts, shift_back, show, verify
 
@@ -107,7 +108,8 @@ def test_parallel_sweeps_expire_each_otp_once(app, client, api_key):
 
 @pytest.fixture
 def per_otp(app):
-    app.config["SEND_BATCH"] = 0  # the pool restores the app's settings after the test
+    app.config["SEND_BATCH"] = 0  # the pool restores the app's settings (and its extensions) after the test
+    refresh_settings(app)  # the services read their settings once (wpotp/settings.py)
     return app
 
 

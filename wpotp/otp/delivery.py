@@ -20,6 +20,7 @@ from ..models import ACTIVE_STATUSES, Otp, OtpStatus, SendAttempt
 from ..providers import OutboundOtp, Provider, ProviderError, get_provider
 from ..providers.faults import note_config_fault
 from ..providers.throttle import SlotWaitStopped, wait_for_slot
+from ..settings import settings
 from ..util import utcnow
 from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
@@ -116,7 +117,7 @@ def drain_sends(job_id: str) -> str:
     flight finish and are committed, and the job ends, so a stopping worker is done within about
     one provider call. The list, the claims and the drain jobs are the queue port's (jobs/port.py)."""
     queue = job_queue()
-    size = current_app.config["SEND_BATCH"] or queue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
+    size = settings().send_batch or queue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
     app = current_app._get_current_object()
     stopping = queue.stopping()
     started = time.monotonic()
@@ -311,7 +312,7 @@ def _send_attempt(provider: str, latency_ms: int, at: datetime, *, otp_id: str |
 
 def retry_delay(exc: ProviderError, try_number: int) -> int | None:
     """Seconds before the next try, or None when no try is left. The provider's hint wins if longer."""
-    delays = current_app.config["SEND_RETRY_DELAYS"]
+    delays = settings().send_retry_delays
     if exc.permanent or try_number > len(delays):
         return None
     return max(delays[try_number - 1], int(exc.retry_after or 0))

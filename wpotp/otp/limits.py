@@ -27,6 +27,7 @@ from limits.strategies import MovingWindowRateLimiter, RateLimiter
 from ..errors import RateLimited
 from ..extensions import limiter
 from ..models import App
+from ..settings import settings
 
 
 @dataclass
@@ -48,12 +49,12 @@ def _strategy() -> MovingWindowRateLimiter:
 
 
 def app_daily_limit(app: App) -> SendLimit:
-    cap = app.daily_send_cap or current_app.config["APP_DAILY_SEND_CAP"]
+    cap = app.daily_send_cap or settings().app_daily_send_cap
     return SendLimit("app_daily", parse(f"{cap}/day"), ("send-app", app.id))
 
 
 def send_limits(app: App, recipient: str) -> list[SendLimit]:
-    recipient_rule = app.recipient_rate_limit or current_app.config["RECIPIENT_RATE_LIMIT"]
+    recipient_rule = app.recipient_rate_limit or settings().recipient_rate_limit
     limits = [SendLimit("recipient", item, ("send-recipient", app.id, recipient))
               for item in parse_many(recipient_rule)]
     limits.append(app_daily_limit(app))

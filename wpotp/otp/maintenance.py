@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import select, update
 
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
+from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
 from .delivery import _fail
@@ -68,7 +68,7 @@ def expire_due() -> int:
 
 def rescue_stuck() -> tuple[int, int]:
     now = utcnow()
-    cutoff = now - timedelta(seconds=current_app.config["STUCK_QUEUED_AFTER"])
+    cutoff = now - timedelta(seconds=settings().stuck_queued_after)
     stuck = db.session.scalars(
         select(Otp).where(Otp.status == OtpStatus.QUEUED, Otp.last_sent_at <= cutoff, Otp.expires_at > now)
         .limit(BATCH)
@@ -89,5 +89,5 @@ def rescue_stuck() -> tuple[int, int]:
 
 def _send_pending(otp_id: str) -> bool:
     # A send runs at most PROVIDER_TIMEOUT plus a throughput wait; twice that and more is a dead worker.
-    grace = 2 * current_app.config["PROVIDER_TIMEOUT"] + 30
+    grace = 2 * settings().provider_timeout + 30
     return job_queue().send_pending(otp_id, grace)

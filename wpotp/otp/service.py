@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
-from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +33,7 @@ from ..errors import (
 )
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus
+from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
 from . import store
@@ -64,7 +64,7 @@ def seal_key(otp_id: str, generation: int) -> str:
 
 def provider_for(api_key: ApiKey) -> str:
     """Test keys never reach WhatsApp."""
-    return "sandbox" if api_key.mode == "test" else current_app.config["WPOTP_PROVIDER"]
+    return "sandbox" if api_key.mode == "test" else settings().provider
 
 
 # --- send ---------------------------------------------------------------------------------------
@@ -289,14 +289,14 @@ def resend_otp(app: App, otp_id: str) -> Otp:
     problem = blocker(otp, now)
     if problem is not None:
         raise problem
-    cfg = current_app.config
-    if otp.generation - 1 >= cfg["RESEND_MAX"]:
+    cfg = settings()
+    if otp.generation - 1 >= cfg.resend_max:
         retry = int((otp.expires_at - now).total_seconds())
-        raise RateLimited(f"{cfg['RESEND_MAX']} resends per OTP", retry,
-                          f"This OTP was resent {cfg['RESEND_MAX']} times already; send a new OTP.")
-    wait = cfg["RESEND_INTERVAL"] - (now - otp.last_sent_at).total_seconds()
+        raise RateLimited(f"{cfg.resend_max} resends per OTP", retry,
+                          f"This OTP was resent {cfg.resend_max} times already; send a new OTP.")
+    wait = cfg.resend_interval - (now - otp.last_sent_at).total_seconds()
     if wait > 0:
-        raise RateLimited(f"1 send per {cfg['RESEND_INTERVAL']} seconds per OTP", int(wait) + 1,
+        raise RateLimited(f"1 send per {cfg.resend_interval} seconds per OTP", int(wait) + 1,
                           f"Resend allowed {int(wait) + 1} s from now.")
     code = generate_code(otp.code_length)
     generation = otp.generation + 1
@@ -312,7 +312,7 @@ def resend_otp(app: App, otp_id: str) -> Otp:
     if db.session.execute(stmt).rowcount != 1:
         db.session.rollback()
         db.session.refresh(otp)
-        raise blocker(otp, now) or RateLimited("1 resend at a time", cfg["RESEND_INTERVAL"],
+        raise blocker(otp, now) or RateLimited("1 resend at a time", cfg.resend_interval,
                                                "Another resend of this OTP just happened.")
     record_event(otp, "otp.resent", at=now, status=OtpStatus.QUEUED, generation=generation)
     consume_send(app, otp.recipient)  # a refusal rolls the resend back

@@ -1,0 +1,50 @@
+"""The services' settings as one plain, frozen object, built from app.config once by create_app.
+
+otp/service.py, otp/delivery.py, otp/maintenance.py and otp/limits.py read `settings()` instead of
+`current_app.config[...]` on their hot paths: one attribute read instead of a dict lookup per
+setting, and one place that says which settings the services depend on. The config stays the
+source (config.py, the environment); a change to `app.config` after create_app reaches the
+services only through `refresh_settings(app)` (tests that switch a setting mid-test call it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+EXTENSION = "wpotp.settings"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    provider: str  # WPOTP_PROVIDER: where live keys' sends go
+    recipient_rate_limit: str  # RECIPIENT_RATE_LIMIT, an app's own limit wins
+    app_daily_send_cap: int  # APP_DAILY_SEND_CAP, an app's own cap wins
+    send_retry_delays: tuple[int, ...]  # SEND_RETRY_DELAYS
+    resend_max: int  # RESEND_MAX
+    resend_interval: int  # RESEND_INTERVAL
+    stuck_queued_after: int  # STUCK_QUEUED_AFTER
+    send_batch: int  # SEND_BATCH (0: one RQ job per send)
+    provider_timeout: int  # PROVIDER_TIMEOUT
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> ServiceSettings:
+        return cls(provider=config["WPOTP_PROVIDER"], recipient_rate_limit=config["RECIPIENT_RATE_LIMIT"],
+                   app_daily_send_cap=int(config["APP_DAILY_SEND_CAP"]),
+                   send_retry_delays=tuple(int(d) for d in config["SEND_RETRY_DELAYS"]),
+                   resend_max=int(config["RESEND_MAX"]), resend_interval=int(config["RESEND_INTERVAL"]),
+                   stuck_queued_after=int(config["STUCK_QUEUED_AFTER"]), send_batch=int(config["SEND_BATCH"]),
+                   provider_timeout=int(config["PROVIDER_TIMEOUT"]))
+
+
+def refresh_settings(app: Flask) -> ServiceSettings:
+    """(Re)build the app's service settings from its config (create_app calls it once)."""
+    built = app.extensions[EXTENSION] = ServiceSettings.from_config(app.config)
+    return built
+
+
+def settings() -> ServiceSettings:
+    """The current app's service settings."""
+    return current_app.extensions[EXTENSION]
