@@ -45,7 +45,9 @@ DOUBLE = """
 import json, sys, threading, time, redis
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 latency, redis_url = float(sys.argv[1]), sys.argv[2]
-r = redis.Redis.from_url(redis_url)
+# Blocking, not redis-py 8's default pool of at most 100 that raises past it: a worker tier with
+# hundreds of sends in flight made the double answer 500 ("Too many connections").
+r = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=None))
 counter = iter(range(1, 10**9))
 lock = threading.Lock()
 
