@@ -19,14 +19,13 @@ from sqlalchemy import create_engine, delete, inspect, make_url, text
 
 from config import TestConfig
 from wpotp import create_app, upgrade_database
-from wpotp.extensions import QUEUE_NAMES, db, limiter, redis_client
-from wpotp.jobs.worker import Worker, worker_connection
+from wpotp.extensions import db, limiter, redis_client
 from wpotp.logs import configure_logging
 from wpotp.models import Template
 from wpotp.otp.templates import seed_default_templates
 from wpotp.providers.sandbox import read_outbox
 
-from .helpers import Key, make_key
+from .helpers import Key, make_key, work_queues
 
 
 def _redis_of_this_worker(url: str) -> str:
@@ -239,13 +238,7 @@ def run_worker(app):
     mode until every queue is empty."""
 
     def run(target_app=None) -> None:
-        target = target_app or app
-        with target.app_context():
-            conn = worker_connection(target)
-            try:
-                Worker(list(QUEUE_NAMES), connection=conn).work(burst=True, logging_level="WARNING")
-            finally:
-                conn.close()
+        work_queues(target_app or app)
 
     return run
 
