@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from tests.helpers import make_key
 from tests.otp.support import send, show
 from tests.webhooks.support import closed_port, set_webhook
 from wpotp.extensions import db, redis_client
@@ -91,16 +92,20 @@ def _cloud(make_app, graph, batch: int):
     return make_app(WHATSAPP_GRAPH_URL=graph.url, RECEIPT_BATCH=batch, **SETTINGS)
 
 
-def test_a_burst_applied_in_batches_ends_as_applied_one_by_one(app, make_app, graph, run_worker):
-    from tests.helpers import make_key
+def _cloud_with_webhook(make_app, graph, batch: int, name: str):
+    """(app, its test client, a live key) of a Cloud API app named `name`, its webhook endpoint
+    set to a closed port (deliveries are owed and logged, none succeeds)."""
+    cloud = _cloud(make_app, graph, batch)
+    key = make_key(cloud, app_name=name, mode="live")
+    set_webhook(cloud, f"http://127.0.0.1:{closed_port()}/hook", app_name=name)
+    return cloud, cloud.test_client(), key
 
+
+def test_a_burst_applied_in_batches_ends_as_applied_one_by_one(app, make_app, graph, run_worker):
     outcomes = {}
     drains = {}
     for batch in (0, 4):
-        cloud = _cloud(make_app, graph, batch)
-        client = cloud.test_client()
-        key = make_key(cloud, app_name=f"burst-{batch}", mode="live")
-        set_webhook(cloud, f"http://127.0.0.1:{closed_port()}/hook", app_name=f"burst-{batch}")
+        cloud, client, key = _cloud_with_webhook(make_app, graph, batch, f"burst-{batch}")
         otps = _sent_otps(cloud, client, key, run_worker, graph, OTPS)
         t = int(time.time()) + 5
         calls = _burst(otps, t)
@@ -259,14 +264,9 @@ def test_template_messages_and_otps_in_one_batch_end_as_applied_one_by_one(app, 
     """Receipts of template messages (Message rows: their own compare-and-set, their own table's
     UPDATE on PostgreSQL) mixed with OTPs' in one webhook call: the same statuses, timelines and
     owed message.* / otp.* webhooks as inline."""
-    from tests.helpers import make_key
-
     seen = {}
     for batch in (0, 8):
-        cloud = _cloud(make_app, graph, batch)
-        client = cloud.test_client()
-        key = make_key(cloud, app_name=f"mixed-{batch}", mode="live")
-        set_webhook(cloud, f"http://127.0.0.1:{closed_port()}/hook", app_name=f"mixed-{batch}")
+        cloud, client, key = _cloud_with_webhook(make_app, graph, batch, f"mixed-{batch}")
         templates = client.get("/v1/templates", headers=key.headers).json["data"]
         template_id = next(t["id"] for t in templates if t["name"] == "wpotp_order_update")
         message_ids = []
