@@ -125,7 +125,8 @@ def test_sweep_requeues_otp_whose_send_job_was_lost(per_otp, app, client, api_ke
 
     shift_back(app, otp_id, 61, "last_sent_at")
     result = _sweep(app)
-    assert result == {"expired": 0, "requeued": 1, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0,
+    assert result == {"in_doubt_deleted": 0, "expired": 0, "requeued": 1, "failed": 0,
+                      "messages_expired": 0, "webhooks_requeued": 0,
                       "receipts_rescued": 0}
     assert _sweep(app)["requeued"] == 0  # its new job is pending: not queued twice
 
@@ -139,7 +140,8 @@ def test_sweep_requeues_otp_whose_send_job_was_lost(per_otp, app, client, api_ke
 def test_sweep_leaves_otp_with_pending_send_job_alone(app, client, api_key, run_worker, outbox):
     otp_id = _queued(client, api_key, "+905551110312")
     shift_back(app, otp_id, 61, "last_sent_at")
-    assert _sweep(app) == {"expired": 0, "requeued": 0, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0,
+    assert _sweep(app) == {"in_doubt_deleted": 0, "expired": 0, "requeued": 0, "failed": 0,
+                      "messages_expired": 0, "webhooks_requeued": 0,
                       "receipts_rescued": 0}
     run_worker()
     assert len(outbox("+905551110312")) == 1
@@ -156,7 +158,8 @@ def test_sweep_fails_stuck_otp_whose_code_is_gone(per_otp, app, client, api_key,
     shift_back(app, otp_id, 61, "last_sent_at")
 
     result = _sweep(app)
-    assert result == {"expired": 0, "requeued": 0, "failed": 1, "messages_expired": 0, "webhooks_requeued": 0,
+    assert result == {"in_doubt_deleted": 0, "expired": 0, "requeued": 0, "failed": 1,
+                      "messages_expired": 0, "webhooks_requeued": 0,
                       "receipts_rescued": 0}
     row = otp_row(app, otp_id)
     assert row["status"] == "FAILED"
@@ -176,7 +179,8 @@ def test_sweep_leaves_otp_with_scheduled_retry_alone(app, make_app, api_key, run
     assert len(send_attempts(patient, otp_id)) == 1
     assert otp_row(patient, otp_id)["status"] == "QUEUED"  # waiting for its retry
     shift_back(patient, otp_id, 61, "last_sent_at")
-    assert _sweep(patient) == {"expired": 0, "requeued": 0, "failed": 0, "messages_expired": 0, "webhooks_requeued": 0,
+    assert _sweep(patient) == {"in_doubt_deleted": 0, "expired": 0, "requeued": 0, "failed": 0,
+                      "messages_expired": 0, "webhooks_requeued": 0,
                       "receipts_rescued": 0}
     with patient.app_context():
         assert len(get_queue("otp").scheduled_job_registry.get_job_ids()) == 1

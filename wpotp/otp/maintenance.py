@@ -3,6 +3,8 @@
 - Expire: active OTPs past `expires_at` become EXPIRED, each with an `otp.expired` event.
 - Receipts: receipts claimed by a drain job that died with its worker go back to the
   receipt queue, and a drain job is made pending for any that wait (receipts.rescue_receipts).
+- In doubt: a new OTP whose COMMIT lost its answer (its client got a 503) is deleted if it is
+  there (service.resolve_in_doubt).
 - Rescue: an OTP QUEUED for longer than STUCK_QUEUED_AFTER whose send job is gone (lost
   with a Redis restart, or failed on a crash) is queued again while its sealed code is
   still in Redis, and FAILED otherwise. No OTP stays QUEUED forever.
@@ -22,7 +24,7 @@ from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
 from .delivery import _fail
 from .receipts import rescue_receipts
-from .service import seal_key
+from .service import resolve_in_doubt, seal_key
 
 log = logging.getLogger("wpotp.maintenance")
 BATCH = 500
@@ -32,9 +34,10 @@ def sweep() -> dict:
     from ..messages import expire_due_messages
     from ..webhooks.delivery import rescue_due
 
+    in_doubt = resolve_in_doubt(sweep=True)  # before the rescue: such a row is deleted, never failed
     expired = expire_due()
     requeued, failed = rescue_stuck()
-    result = {"expired": expired, "requeued": requeued, "failed": failed,
+    result = {"in_doubt_deleted": in_doubt, "expired": expired, "requeued": requeued, "failed": failed,
               "messages_expired": expire_due_messages(), "webhooks_requeued": rescue_due(),
               "receipts_rescued": rescue_receipts()}
     if any(result.values()):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from ..errors import (
     CountryNotAllowed,
@@ -32,7 +33,7 @@ from ..errors import (
     WpotpError,
 )
 from ..extensions import db, job_queue, redis_client
-from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus
+from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, WebhookAttempt, WebhookDelivery
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
@@ -102,9 +103,81 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[store.OtpView
     # Counted only once the row is in (a request that loses a reference race spends nothing);
     # a refusal rolls the row back.
     consume_send(app, recipient)
-    commit_and_queue()  # the answer is the values written: no SELECT back
+    _commit_new(otp_id)  # the answer is the values written: no SELECT back
     _hand_to_worker(otp, code)
+    if _in_doubt:
+        resolve_in_doubt()
     return otp, True
+
+
+# --- a COMMIT whose answer was lost ------------------------------------------------------------
+# The database went away during the COMMIT of a new OTP (a crash, a cut connection): the row may
+# or may not be in, and the client gets a 503. So that a 503 leaves no row, its id is noted here
+# (and in Redis, for the sweep, in case this process ends first) and the row, if it is there, is
+# deleted with its event and deliveries once the database answers again: by this process after
+# its next stored send, or by the sweep. The id was never handed to a worker nor shown to anyone.
+
+IN_DOUBT_KEY = "wpotp:otp:in_doubt"  # hash: OTP id -> when its COMMIT failed (epoch seconds)
+IN_DOUBT_KEEP = 600  # the sweep re-checks an id this long (a late COMMIT on a cut connection)
+_in_doubt: set[str] = set()
+
+
+def _commit_new(otp_id: str) -> None:
+    try:
+        commit_and_queue()
+    except (OperationalError, InterfaceError):
+        _in_doubt.add(otp_id)
+        try:
+            redis_client.conn.hset(IN_DOUBT_KEY, otp_id, int(time.time()))
+        except redis.exceptions.RedisError:
+            log.warning("could not note an in-doubt OTP in Redis; this process will resolve it")
+        raise
+
+
+def resolve_in_doubt(sweep: bool = False) -> int:
+    """Delete the rows of new OTPs whose COMMIT lost its answer (this process's, and with
+    `sweep` every process's noted in Redis). Returns the rows deleted; a database still away
+    leaves the ids for the next try."""
+    ids = set(_in_doubt)
+    noted: dict[str, int] = {}
+    if sweep:
+        noted = {k.decode(): int(v) for k, v in redis_client.conn.hgetall(IN_DOUBT_KEY).items()}
+        ids |= set(noted)
+    if not ids:
+        return 0
+    try:
+        deleted = _delete_new_otps(sorted(ids))
+        commit_and_queue()
+    except (OperationalError, InterfaceError):
+        db.session.rollback()
+        log.warning("%d in-doubt OTPs not resolved yet: the database is still unavailable", len(ids))
+        return 0
+    _in_doubt.difference_update(ids)
+    old = [otp_id for otp_id, at in noted.items() if at < time.time() - IN_DOUBT_KEEP]
+    if old:
+        redis_client.conn.hdel(IN_DOUBT_KEY, *old)
+    if deleted:
+        log.warning("deleted %d OTPs whose COMMIT had failed (the clients got a 503)", deleted)
+    return deleted
+
+
+def _noted_in_doubt(otp_id: str) -> bool:
+    if otp_id in _in_doubt:
+        return True
+    try:
+        return bool(redis_client.conn.hexists(IN_DOUBT_KEY, otp_id))
+    except redis.exceptions.RedisError:
+        return False
+
+
+def _delete_new_otps(ids: list[str]) -> int:
+    """Delete OTPs that no client knows of, with their events and the deliveries they owe."""
+    event_ids = select(Event.id).where(Event.otp_id.in_(ids))
+    delivery_ids = select(WebhookDelivery.id).where(WebhookDelivery.event_id.in_(event_ids))
+    db.session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids)))
+    db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(event_ids)))
+    db.session.execute(delete(Event).where(Event.otp_id.in_(ids)))
+    return db.session.execute(delete(Otp).where(Otp.id.in_(ids))).rowcount or 0
 
 
 def _reused_after_race(app: App, reference: str | None, recipient: str) -> tuple[Otp, bool]:
@@ -119,6 +192,11 @@ def _active_by_reference(app: App, reference: str, recipient: str) -> Otp | None
         select(Otp).where(Otp.app_id == app.id, Otp.reference == reference, Otp.status.in_(ACTIVE_STATUSES))
     ).first()
     if existing is None:
+        return None
+    if existing.status == OtpStatus.QUEUED and _noted_in_doubt(existing.id):
+        # A 503's row (its COMMIT lost its answer): the client's retry gets a new OTP, not one never sent.
+        _delete_new_otps([existing.id])
+        commit_and_queue()
         return None
     if existing.expires_at <= utcnow():
         expire_one(existing)  # frees the reference for a new OTP
@@ -160,8 +238,7 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
 def _undo_hand_off(otp: Otp | store.OtpView, generation: int, revert_to: dict | None) -> None:
     db.session.rollback()
     if revert_to is None:
-        db.session.execute(delete(Event).where(Event.otp_id == otp.id))
-        db.session.execute(delete(Otp).where(Otp.id == otp.id))
+        _delete_new_otps([otp.id])
     else:
         db.session.execute(delete(Event).where(Event.otp_id == otp.id, Event.type == "otp.resent",
                                                Event.data["generation"].as_integer() == generation))
