@@ -51,8 +51,8 @@ def main() -> None:
 
     from wpotp import create_app
     from wpotp.extensions import QUEUE_NAMES, get_queue, redis_client
+    from wpotp.jobs.receipt_queue import RECEIPT_QUEUE
     from wpotp.jobs.worker import Worker
-    from wpotp.otp.receipts import RECEIPT_QUEUE
 
     app = create_app()
     client = app.test_client()

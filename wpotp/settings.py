@@ -1,6 +1,6 @@
 """The services' settings as one plain, frozen object, built from app.config once by create_app.
 
-otp/service.py, otp/delivery.py, otp/maintenance.py and otp/limits.py read `settings()` instead of
+otp/service.py, otp/delivery.py, otp/maintenance.py, otp/receipts.py and otp/limits.py read `settings()` instead of
 `current_app.config[...]` on their hot paths: one attribute read instead of a dict lookup per
 setting, and one place that says which settings the services depend on. The config stays the
 source (config.py, the environment); a change to `app.config` after create_app reaches the
@@ -27,6 +27,7 @@ class ServiceSettings:
     resend_interval: int  # RESEND_INTERVAL
     stuck_queued_after: int  # STUCK_QUEUED_AFTER
     send_batch: int  # SEND_BATCH (0: one RQ job per send)
+    receipt_batch: int  # RECEIPT_BATCH (0: receipts applied in the webhook request)
     provider_timeout: int  # PROVIDER_TIMEOUT
 
     @classmethod
@@ -36,6 +37,7 @@ class ServiceSettings:
                    send_retry_delays=tuple(int(d) for d in config["SEND_RETRY_DELAYS"]),
                    resend_max=int(config["RESEND_MAX"]), resend_interval=int(config["RESEND_INTERVAL"]),
                    stuck_queued_after=int(config["STUCK_QUEUED_AFTER"]), send_batch=int(config["SEND_BATCH"]),
+                   receipt_batch=int(config["RECEIPT_BATCH"]),
                    provider_timeout=int(config["PROVIDER_TIMEOUT"]))
 
 

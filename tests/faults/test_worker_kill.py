@@ -250,7 +250,7 @@ def test_a_worker_killed_mid_drain_loses_no_receipt(make_app, app, tmp_path, fig
     from tests.providers.cloud_api.graph import SETTINGS as CLOUD_API
     from tests.providers.cloud_api.graph import GraphDouble, status_item
     from tests.providers.cloud_api.support import post_receipts
-    from wpotp.otp.receipts import RECEIPT_CLAIMS, RECEIPT_QUEUE
+    from wpotp.jobs.receipt_queue import RECEIPT_CLAIMS, RECEIPT_QUEUE
 
     count = 8
     with RedisServer(tmp_path / "redis") as redis_server, GraphDouble() as graph:

@@ -15,7 +15,7 @@ from ..util import random_base62
 
 SEND_JOB = "wpotp.jobs.send.send_otp_job"
 DRAIN_JOB = "wpotp.jobs.send.drain_sends_job"
-RECEIPT_DRAIN_JOB = "wpotp.jobs.receipts.drain_receipts_job"  # otp/receipts.py
+RECEIPT_DRAIN_JOB = "wpotp.jobs.receipts.drain_receipts_job"  # jobs/receipt_queue.py
 SEND_RESULT_TTL = 60  # seconds a finished send job stays in Redis (see enqueue_send)
 WORKERS_KEY = "wpotp:workers"  # the ids of worker processes seen lately (each alive while its key lives)
 
@@ -110,7 +110,7 @@ def hand_back(job: Job) -> str:
     if job.func_name == DRAIN_JOB:
         return hand_back_claimed(job.id)
     if job.func_name == RECEIPT_DRAIN_JOB:
-        from ..otp.receipts import hand_back_receipts
+        from .receipt_queue import hand_back_receipts
 
         return hand_back_receipts(job.id) or ""
     copy = get_queue(job.origin).enqueue(job.func_name, args=job.args, kwargs=job.kwargs,

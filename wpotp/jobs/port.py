@@ -2,7 +2,7 @@
 
 `create_app` builds it (`init_app`) into `app.extensions["wpotp.queue"]`; services reach it with
 `wpotp.extensions.job_queue()` and never import RQ or `jobs.enqueue` themselves
-(otp/service.py, otp/delivery.py, otp/maintenance.py, messages.py). This is the one adapter,
+(otp/service.py, otp/delivery.py, otp/maintenance.py, otp/receipts.py, messages.py). This is the one adapter,
 backed by RQ and Redis (jobs/enqueue.py says how sends are queued, claimed and rescued); tests
 run it against real Redis and a real worker like everything else.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from flask import Flask
 from redis.client import Pipeline
 
-from . import enqueue, stop_event
+from . import enqueue, receipt_queue, stop_event
 
 EXTENSION = "wpotp.queue"
 
@@ -26,6 +26,7 @@ class RQJobQueue:
     # The batch path's constants, for the drain job (otp/delivery.py drain_sends).
     DRAIN_FOR = enqueue.DRAIN_FOR
     DRAIN_SIZE_WHEN_OFF = enqueue.DRAIN_SIZE_WHEN_OFF
+    RECEIPT_DRAIN_FOR = receipt_queue.RECEIPT_DRAIN_FOR  # seconds a receipt drain job claims before handing on
 
     # --- the web tier's hand-off and the sweep's ------------------------------------------------
 
@@ -76,6 +77,32 @@ class RQJobQueue:
 
     def hand_on_stopping(self) -> str | None:
         return enqueue.hand_on_stopping()
+
+    # --- the receipt queue (RECEIPT_BATCH; otp/receipts.py applies what it holds) ---------------
+
+    def hand_off_receipts(self, items: list[str]) -> str | None:
+        """Queue dumped receipts for a drain job (one MULTI); a Redis error propagates."""
+        return receipt_queue.hand_off_receipts(items)
+
+    def claim_receipts(self, job_id: str, count: int, first: bool) -> list[bytes]:
+        return receipt_queue.claim_receipts(job_id, count, first)
+
+    def release_receipts(self, job_id: str) -> None:
+        receipt_queue.release_receipts(job_id)
+
+    def give_back_receipts(self, job_id: str) -> int:
+        return receipt_queue.give_back_receipts(job_id)
+
+    def ensure_receipt_drain(self) -> str | None:
+        return receipt_queue.ensure_receipt_drain()
+
+    def hand_on_receipts(self) -> str:
+        """A receipt drain job that ran its time: a fresh one takes over."""
+        return receipt_queue.enqueue_receipt_drain()
+
+    def rescue_receipts(self) -> int:
+        """The sweep's part: claims of dead drain jobs back to the queue; how many receipts."""
+        return receipt_queue.rescue_receipts()
 
     def stopping(self) -> Callable[[], bool] | None:
         """The running job's view of its worker's stop request, safe to call from the job's own

@@ -2,7 +2,7 @@
 
 - Expire: active OTPs past `expires_at` become EXPIRED, each with an `otp.expired` event.
 - Receipts: receipts claimed by a drain job that died with its worker go back to the
-  receipt queue, and a drain job is made pending for any that wait (receipts.rescue_receipts).
+  receipt queue, and a drain job is made pending for any that wait (the queue port's rescue_receipts).
 - In doubt: a new OTP whose COMMIT lost its answer (its client got a 503) is deleted if it is
   there (service.resolve_in_doubt).
 - Rescue: an OTP QUEUED for longer than STUCK_QUEUED_AFTER whose send job is gone (lost
@@ -23,7 +23,6 @@ from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
 from .delivery import _fail
-from .receipts import rescue_receipts
 from .service import resolve_in_doubt, seal_key
 
 log = logging.getLogger("wpotp.maintenance")
@@ -39,7 +38,7 @@ def sweep() -> dict:
     requeued, failed = rescue_stuck()
     result = {"in_doubt_deleted": in_doubt, "expired": expired, "requeued": requeued, "failed": failed,
               "messages_expired": expire_due_messages(), "webhooks_requeued": rescue_due(),
-              "receipts_rescued": rescue_receipts()}
+              "receipts_rescued": job_queue().rescue_receipts()}
     if any(result.values()):
         log.info("sweep: %s", result)
     return result

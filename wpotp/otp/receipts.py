@@ -26,13 +26,13 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import redis
-from flask import current_app
 from sqlalchemy import bindparam, case, cast, column, insert, select, update, values
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from ..extensions import db, get_queue, redis_client
+from ..extensions import db, job_queue, redis_client
 from ..models import Event, Message, Otp, SendAttempt, WebhookDelivery
-from ..util import new_id, random_base62, utcnow
+from ..settings import settings
+from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe, owed_delivery
 
 log = logging.getLogger("wpotp.receipts")
@@ -446,32 +446,11 @@ def _known_message_id(provider_message_id: str) -> bool:
 
 # --- the receipt queue (RECEIPT_BATCH > 0) ----------------------------------------------------------
 #
-# The webhook endpoint, once the signature holds, RPUSHes its receipts to RECEIPT_QUEUE and sets
-# RECEIPT_DRAIN_FLAG (SET NX, short TTL) in one MULTI: only the hand-off that set the flag enqueues a
-# drain job, so at most one is pending. A drain job clears the flag with its first claim (a receipt
-# that arrives after that makes the next job pending) and claims batches until the list is empty,
-# or for RECEIPT_DRAIN_FOR seconds and then hands on to a fresh job.
-#
-# A claim (one Lua script) moves up to RECEIPT_BATCH items into the job's own CLAIMED list and names
-# the job in RECEIPT_CLAIMS; the job forgets both once the batch has committed. A stopping worker gives
-# an unfinished job's CLAIMED list back to the head of the queue (hand_back_receipts); the sweep does the
-# same for a job that is no longer alive (a SIGKILLed worker: rescue_receipts). Receipts are idempotent,
-# so one applied twice (killed after its commit, before it forgot the claim) changes nothing more.
-# Redis unreachable at hand-off: the receipts are applied inline, as with RECEIPT_BATCH=0, and the
-# provider gets its 200 only once they are durable (in Redis or in the database).
+# The Redis side (the list, the drain flag, claims, give-backs, the sweep's rescue) is the job
+# queue's (wpotp/jobs/receipt_queue.py, reached through the queue port, extensions.job_queue());
+# this module decides what to hand off and applies what a drain job claims.
 
-RECEIPT_QUEUE = "wpotp:receiptq"
-RECEIPT_DRAIN_FLAG = "wpotp:receiptq:drain-pending"
-RECEIPT_CLAIMS = "wpotp:receiptq:claims"  # the drain jobs holding a CLAIMED list
-RECEIPT_DRAIN_JOB = "wpotp.jobs.receipts.drain_receipts_job"
-RECEIPT_DRAIN_FLAG_TTL = 15  # seconds: a flag whose job was lost blocks new drains no longer than this
-RECEIPT_CLAIMED_TTL = 86400
-RECEIPT_DRAIN_FOR = 30  # seconds one drain job keeps claiming before it hands on to a fresh job
 RECEIPT_BATCH_WHEN_OFF = 100  # a drain job's batch with RECEIPT_BATCH=0 (receipts queued before it was)
-
-
-def receipts_claimed_key(job_id: str) -> str:
-    return f"wpotp:receiptq:claimed:{job_id}"
 
 
 def take_receipts(receipts: list[Receipt]) -> int:
@@ -483,123 +462,32 @@ def take_receipts(receipts: list[Receipt]) -> int:
     receipts = [r for r in receipts if r.message_id.isprintable()]
     if not receipts:
         return 0
-    if current_app.config["RECEIPT_BATCH"]:
+    if settings().receipt_batch:
         try:
-            with redis_client.conn.pipeline() as pipe:
-                pipe.rpush(RECEIPT_QUEUE, *[r.dumps() for r in receipts])
-                pipe.set(RECEIPT_DRAIN_FLAG, "1", nx=True, ex=RECEIPT_DRAIN_FLAG_TTL)
-                _, flagged = pipe.execute()
+            job_queue().hand_off_receipts([r.dumps() for r in receipts])
         except redis.exceptions.RedisError:
             log.warning("the receipt queue is unreachable; %d receipt(s) applied inline", len(receipts))
         else:
-            if flagged:
-                try:
-                    enqueue_receipt_drain()
-                except redis.exceptions.RedisError:  # queued: the sweep's ensure_receipt_drain takes them
-                    log.warning("could not enqueue a receipt drain job; the sweep will")
             return 0
     return sum(apply_receipt(*receipt) for receipt in receipts)
-
-
-def enqueue_receipt_drain() -> str:
-    job = get_queue("otp").enqueue(RECEIPT_DRAIN_JOB, job_id=f"rdrain-{random_base62(10)}",
-                                   description="drain receipts", result_ttl=60, failure_ttl=86400)
-    return job.id
-
-
-def ensure_receipt_drain() -> str | None:
-    """Receipts waiting and no drain pending (its enqueue was lost, a batch was given back, or
-    RECEIPT_BATCH was turned off with receipts in the list): enqueue one."""
-    conn = redis_client.conn
-    if conn.llen(RECEIPT_QUEUE) and conn.set(RECEIPT_DRAIN_FLAG, "1", nx=True, ex=RECEIPT_DRAIN_FLAG_TTL):
-        return enqueue_receipt_drain()
-    return None
-
-
-_CLAIM = """
-if ARGV[2] == '1' then redis.call('DEL', KEYS[3]) end
-local items = {}
-for i = 1, tonumber(ARGV[1]) do
-  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not item then break end
-  items[#items + 1] = item
-end
-if #items > 0 then
-  redis.call('SADD', KEYS[4], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-return items
-"""
-
-_GIVE_BACK = """
-local n = 0
-while true do
-  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not item then break end
-  n = n + 1
-end
-redis.call('SREM', KEYS[3], ARGV[1])
-return n
-"""
-
-
-def claim_receipts(job_id: str, count: int, first: bool) -> list[bytes]:
-    """Move up to `count` queued receipts into this drain job's CLAIMED list (one script, atomic);
-    the first claim also clears the drain flag."""
-    return redis_client.conn.eval(_CLAIM, 4, RECEIPT_QUEUE, receipts_claimed_key(job_id), RECEIPT_DRAIN_FLAG,
-                                  RECEIPT_CLAIMS, count, "1" if first else "0", job_id, RECEIPT_CLAIMED_TTL)
-
-
-def release_receipts(job_id: str) -> None:
-    """The batch has committed: forget the CLAIMED list."""
-    with redis_client.conn.pipeline() as pipe:
-        pipe.delete(receipts_claimed_key(job_id)).srem(RECEIPT_CLAIMS, job_id).execute()
-
-
-def give_back_receipts(job_id: str) -> int:
-    """A job's claimed receipts back to the head of the queue, in their order; how many."""
-    return redis_client.conn.eval(_GIVE_BACK, 3, receipts_claimed_key(job_id), RECEIPT_QUEUE, RECEIPT_CLAIMS,
-                                  job_id)
-
-
-def hand_back_receipts(job_id: str) -> str | None:
-    """A stopping worker's unfinished drain job: its receipts back to the queue, and a drain job for them."""
-    give_back_receipts(job_id)
-    return ensure_receipt_drain()
-
-
-def rescue_receipts() -> int:
-    """The sweep's part: receipts claimed by a drain job that is no longer alive (its worker was
-    killed) go back to the queue; a drain job is made pending for whatever waits. How many."""
-    from ..jobs.enqueue import job_alive
-
-    conn = redis_client.conn
-    rescued = 0
-    for raw in conn.smembers(RECEIPT_CLAIMS):
-        job_id = raw.decode()
-        if not job_alive(job_id, 2 * RECEIPT_DRAIN_FOR + 30):
-            rescued += give_back_receipts(job_id)
-    ensure_receipt_drain()
-    if rescued:
-        log.warning("%d receipt(s) of a lost drain job given back to the queue", rescued)
-    return rescued
 
 
 def drain_receipts(job_id: str) -> str:
     """A drain job: claim batches of queued receipts and apply each batch (apply_receipts_or_each)
     until the queue is empty; after RECEIPT_DRAIN_FOR seconds, hand on to a fresh job instead. A full
     batch means more may wait: one more drain job is made pending then (if none is)."""
-    size = current_app.config["RECEIPT_BATCH"] or RECEIPT_BATCH_WHEN_OFF
+    size = settings().receipt_batch or RECEIPT_BATCH_WHEN_OFF
+    queue = job_queue()
     started = time.monotonic()
     total = applied = 0
     first = True
     while True:
-        claimed = claim_receipts(job_id, size, first)
+        claimed = queue.claim_receipts(job_id, size, first)
         first = False
         if not claimed:
             break
         if len(claimed) == size:
-            ensure_receipt_drain()
+            queue.ensure_receipt_drain()
         batch = []
         for raw in claimed:
             try:
@@ -611,13 +499,13 @@ def drain_receipts(job_id: str) -> str:
         except DATABASE_OUTAGES:
             # Back to the head of the queue, in order, for the next drain job (one a hand-off or the
             # sweep makes pending once the database answers again); this job fails, visibly.
-            given = give_back_receipts(job_id)
+            given = queue.give_back_receipts(job_id)
             log.warning("the database is unavailable; %d claimed receipt(s) given back to the receipt queue",
                         given)
             raise
         total += len(batch)
-        release_receipts(job_id)
-        if time.monotonic() - started >= RECEIPT_DRAIN_FOR:
-            enqueue_receipt_drain()
+        queue.release_receipts(job_id)
+        if time.monotonic() - started >= queue.RECEIPT_DRAIN_FOR:
+            queue.hand_on_receipts()
             break
     return f"receipts={total} applied={applied}"

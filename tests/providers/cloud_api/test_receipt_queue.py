@@ -13,6 +13,7 @@ from tests.helpers import make_key
 from tests.otp.support import send, show
 from tests.webhooks.support import closed_port, set_webhook
 from wpotp.extensions import db, redis_client
+from wpotp.jobs import receipt_queue
 from wpotp.models import Event, Otp, WebhookDelivery
 from wpotp.otp import receipts
 from wpotp.webhooks.events import payload
@@ -112,7 +113,7 @@ def test_a_burst_applied_in_batches_ends_as_applied_one_by_one(app, make_app, gr
         for statuses in calls:
             assert post_receipts(client, *statuses, drain=False).status_code == 200
         with cloud.app_context():
-            drains[batch] = redis_client.conn.llen(receipts.RECEIPT_QUEUE)
+            drains[batch] = redis_client.conn.llen(receipt_queue.RECEIPT_QUEUE)
         run_worker(cloud)
         outcomes[batch] = _outcome(cloud, client, key, otps, t)
 
@@ -126,7 +127,7 @@ def test_a_burst_applied_in_batches_ends_as_applied_one_by_one(app, make_app, gr
     assert [w["event"] for w in inline[1]["webhooks"]] == ["otp.sent", "otp.delivered", "otp.read"]
     assert inline[-1]["error"] == "131026: Undeliverable"
     with make_app().app_context():
-        assert not redis_client.conn.exists(receipts.RECEIPT_QUEUE, receipts.RECEIPT_CLAIMS)
+        assert not redis_client.conn.exists(receipt_queue.RECEIPT_QUEUE, receipt_queue.RECEIPT_CLAIMS)
 
 
 def test_receipts_of_one_message_in_one_batch_read_in_arrival_order(cloud_app_queued, live_key, graph, run_worker):
@@ -152,7 +153,8 @@ def test_a_receipt_that_fails_in_its_batch_loses_none_of_the_others(cloud_app_qu
     t = int(time.time()) + 5
     # An item no webhook would make (its error is not text): applying it raises, on either database.
     with app.app_context():
-        redis_client.conn.rpush(receipts.RECEIPT_QUEUE, json.dumps(["cloud_api", otps[1][1], "failed", None, 12345]))
+        redis_client.conn.rpush(receipt_queue.RECEIPT_QUEUE,
+                                json.dumps(["cloud_api", otps[1][1], "failed", None, 12345]))
     capture = LogCapture()
     import logging
 
@@ -167,7 +169,7 @@ def test_a_receipt_that_fails_in_its_batch_loses_none_of_the_others(cloud_app_qu
     assert any("one at a time" in line for line in capture.lines)
     assert any("could not be applied; skipped" in line for line in capture.lines)
     with app.app_context():
-        assert not redis_client.conn.exists(receipts.RECEIPT_QUEUE)
+        assert not redis_client.conn.exists(receipt_queue.RECEIPT_QUEUE)
         db.session.remove()
 
 
@@ -183,7 +185,7 @@ def test_redis_down_at_hand_off_applies_the_receipts_inline(cloud_app_queued, ma
     assert r.status_code == 200
     assert show(client, live_key, otp_id)["status"] == "DELIVERED"  # applied before the 200, no worker ran
     with app.app_context():
-        assert not redis_client.conn.exists(receipts.RECEIPT_QUEUE)
+        assert not redis_client.conn.exists(receipt_queue.RECEIPT_QUEUE)
 
 
 def test_a_stopping_worker_gives_its_claimed_receipts_back(cloud_app_queued, live_key, graph, run_worker):
@@ -197,16 +199,17 @@ def test_a_stopping_worker_gives_its_claimed_receipts_back(cloud_app_queued, liv
     with app.app_context():
         conn = redis_client.conn
         for _, wamid in otps:
-            conn.rpush(receipts.RECEIPT_QUEUE, receipts.Receipt("cloud_api", wamid, "delivered", None, None).dumps())
-        job_id = receipts.enqueue_receipt_drain()
-        conn.delete(receipts.RECEIPT_DRAIN_FLAG)
-        assert len(receipts.claim_receipts(job_id, 4, True)) == 2  # as the drain job would, then it stops
+            conn.rpush(receipt_queue.RECEIPT_QUEUE,
+                       receipts.Receipt("cloud_api", wamid, "delivered", None, None).dumps())
+        job_id = receipt_queue.enqueue_receipt_drain()
+        conn.delete(receipt_queue.RECEIPT_DRAIN_FLAG)
+        assert len(receipt_queue.claim_receipts(job_id, 4, True)) == 2  # as the drain job would, then it stops
         from rq.job import Job
 
         job = Job.fetch(job_id, connection=conn)
         job.cancel()
         hand_back(job)
-        assert conn.llen(receipts.RECEIPT_QUEUE) == 2 and not conn.sismember(receipts.RECEIPT_CLAIMS, job_id)
+        assert conn.llen(receipt_queue.RECEIPT_QUEUE) == 2 and not conn.sismember(receipt_queue.RECEIPT_CLAIMS, job_id)
     post_receipts(client, status_item(otps[0][1], "read", t))  # drains everything queued
 
     assert [show(client, live_key, otp_id)["status"] for otp_id, _ in otps] == ["READ", "DELIVERED"]
@@ -236,7 +239,7 @@ def test_the_database_down_during_a_drain_loses_no_receipt(cloud_app_queued, mak
     try:
         post_receipts(client, *[status_item(wamid, "delivered", t) for _, wamid in otps], drain=False)
         with app.app_context():
-            queued = redis_client.conn.lrange(receipts.RECEIPT_QUEUE, 0, -1)
+            queued = redis_client.conn.lrange(receipt_queue.RECEIPT_QUEUE, 0, -1)
         run_worker(down)  # the drain job runs against the unreachable database
     finally:
         logging.getLogger("wpotp").removeHandler(capture)
@@ -245,8 +248,8 @@ def test_the_database_down_during_a_drain_loses_no_receipt(cloud_app_queued, mak
     assert not any("skipped" in line for line in capture.lines)
     with app.app_context():
         conn = redis_client.conn
-        assert len(queued) == 3 and conn.lrange(receipts.RECEIPT_QUEUE, 0, -1) == queued  # all back, in order
-        assert not conn.exists(receipts.RECEIPT_CLAIMS, receipts.RECEIPT_DRAIN_FLAG)
+        assert len(queued) == 3 and conn.lrange(receipt_queue.RECEIPT_QUEUE, 0, -1) == queued  # all back, in order
+        assert not conn.exists(receipt_queue.RECEIPT_CLAIMS, receipt_queue.RECEIPT_DRAIN_FLAG)
         assert len(FailedJobRegistry(queue=get_queue("otp"))) == 1
     assert [show(client, live_key, otp_id)["status"] for otp_id, _ in otps] == ["SENT"] * 3
 
@@ -257,7 +260,7 @@ def test_the_database_down_during_a_drain_loses_no_receipt(cloud_app_queued, mak
 
     assert [show(client, live_key, otp_id)["status"] for otp_id, _ in otps] == ["DELIVERED"] * 3
     with app.app_context():
-        assert not redis_client.conn.exists(receipts.RECEIPT_QUEUE, receipts.RECEIPT_CLAIMS)
+        assert not redis_client.conn.exists(receipt_queue.RECEIPT_QUEUE, receipt_queue.RECEIPT_CLAIMS)
 
 
 def test_template_messages_and_otps_in_one_batch_end_as_applied_one_by_one(app, make_app, graph, run_worker):
