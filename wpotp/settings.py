@@ -28,6 +28,7 @@ class ServiceSettings:
     stuck_queued_after: int  # STUCK_QUEUED_AFTER
     send_batch: int  # SEND_BATCH (0: one RQ job per send)
     provider_timeout: int  # PROVIDER_TIMEOUT
+    sms_provider: str = "sandbox"  # SMS_PROVIDER: where live keys' channel-sms sends go
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -36,7 +37,8 @@ class ServiceSettings:
                    send_retry_delays=tuple(int(d) for d in config["SEND_RETRY_DELAYS"]),
                    resend_max=int(config["RESEND_MAX"]), resend_interval=int(config["RESEND_INTERVAL"]),
                    stuck_queued_after=int(config["STUCK_QUEUED_AFTER"]), send_batch=int(config["SEND_BATCH"]),
-                   provider_timeout=int(config["PROVIDER_TIMEOUT"]))
+                   provider_timeout=int(config["PROVIDER_TIMEOUT"]),
+                   sms_provider=config.get("SMS_PROVIDER", "sandbox"))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:
