@@ -54,7 +54,8 @@ class TwilioDouble(HttpDouble):
                                "status": 400})
         if to in self.fail:
             status, code = self.fail[to]
-            return Reply(status, {"code": code, "message": f"refused {to}", "status": status})
+            # Echoes the start of the text (the code, in English): wpotp must not keep it.
+            return Reply(status, {"code": code, "message": f"refused {to}: {form['Body'][:6]}", "status": status})
         self.sent.append(form)
         return Reply(201, {"sid": "SM" + secrets.token_hex(16), "status": "queued", "to": to, "body": form["Body"]})
 

@@ -3,6 +3,8 @@ code never in its reason, and the status-callback URL a send names (SMS_CALLBACK
 
 from __future__ import annotations
 
+import re
+
 import requests
 from flask import current_app
 
@@ -17,6 +19,12 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             text = text.replace(secret, "[redacted]")
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:REASON_MAX]
+
+
+def body_secrets(body: str) -> tuple[str, ...]:
+    """What of an SMS text must never reach an error: the whole text and each run of digits in
+    it (the code: a provider may echo it alone)."""
+    return (body, *re.findall(r"\d{4,}", body))
 
 
 def http_error(response: requests.Response, vendor: str, reason: str, secrets: tuple[str, ...]) -> ProviderError:

@@ -16,7 +16,7 @@ from flask import current_app
 
 from .base import OutboundSms, Provider, ProviderError, SendResult
 from .http import request
-from .sms_common import http_error
+from .sms_common import body_secrets, http_error
 
 DEFAULT_BODY = '{"phoneNumbers": ["{recipient}"], "textMessage": {"text": "{body}"}}'
 _JASMIN_SUCCESS = re.compile(r'^Success "([^"]+)"')
@@ -50,7 +50,7 @@ class HttpSmsProvider(Provider):
                   "body": message.body, "otp_id": message.otp_id}
         payload = fill(json.loads(cfg["SMS_HTTP_BODY"] or DEFAULT_BODY), values)
         response = request("POST", cfg["SMS_HTTP_URL"], json=payload, headers=auth_header(cfg["SMS_HTTP_AUTH_HEADER"]))
-        secrets = (message.body, cfg["SMS_HTTP_AUTH_HEADER"].partition(":")[2].strip())
+        secrets = (*body_secrets(message.body), cfg["SMS_HTTP_AUTH_HEADER"].partition(":")[2].strip())
         if not response.ok:
             raise http_error(response, "http", response.text[:200], secrets)
         message_id = message_id_in(response.text)

@@ -9,7 +9,7 @@ from flask import current_app
 
 from .base import OutboundSms, Provider, ProviderError, SendResult
 from .http import request
-from .sms_common import callback_url, http_error
+from .sms_common import body_secrets, callback_url, http_error
 
 
 class TwilioProvider(Provider):
@@ -25,7 +25,7 @@ class TwilioProvider(Provider):
             form["StatusCallback"] = callback
         url = f"{cfg['TWILIO_API_URL']}/2010-04-01/Accounts/{sid}/Messages.json"
         response = request("POST", url, data=form, auth=(sid, token))
-        secrets = (token, message.body)
+        secrets = (token, *body_secrets(message.body))
         try:
             answer = response.json()
         except ValueError:

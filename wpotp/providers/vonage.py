@@ -10,7 +10,7 @@ from flask import current_app
 from ..otp.sms_text import is_gsm7
 from .base import OutboundSms, Provider, ProviderError, SendResult
 from .http import request
-from .sms_common import callback_url, http_error, redact
+from .sms_common import body_secrets, callback_url, http_error, redact
 
 # Vonage's send statuses worth trying again: throttled, internal error, too many existing binds.
 RETRYABLE = {"1", "5", "10"}
@@ -32,7 +32,7 @@ class VonageProvider(Provider):
         if callback:
             form["callback"] = callback
         response = request("POST", f"{cfg['VONAGE_API_URL']}/sms/json", data=form)
-        secrets = (cfg["VONAGE_API_SECRET"], message.body)
+        secrets = (cfg["VONAGE_API_SECRET"], *body_secrets(message.body))
         if not response.ok:
             raise http_error(response, "vonage", response.reason or "", secrets)
         try:
