@@ -7,6 +7,7 @@ message naming the variable, rather than running with a surprise.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -135,6 +136,34 @@ def provider_problems(cfg: dict, provider: str) -> list[str]:
     return problems
 
 
+SMS_PROVIDERS = ("sandbox", "twilio", "vonage", "http")
+
+
+def sms_provider_problems(cfg: dict, provider: str) -> list[str]:
+    """What is missing or malformed for the SMS provider `provider` (SMS_PROVIDER); empty when complete."""
+    problems = [f"{n} is not set" for n in {
+        "twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM"),
+        "vonage": ("VONAGE_API_KEY", "VONAGE_API_SECRET", "VONAGE_FROM"),
+        "http": ("SMS_HTTP_URL", "SMS_HTTP_WEBHOOK_TOKEN"),
+    }.get(provider, ()) if not cfg.get(n)]
+    for name in ("TWILIO_API_URL", "VONAGE_API_URL", "SMS_HTTP_URL", "SMS_CALLBACK_BASE_URL"):
+        value = cfg.get(name, "")
+        if value and not value.startswith(("http://", "https://")):
+            problems.append(f"{name} must start with http:// or https://, not {value!r}")
+    if provider == "vonage" and not (cfg.get("VONAGE_SIGNATURE_SECRET") or cfg.get("VONAGE_WEBHOOK_TOKEN")):
+        problems.append("VONAGE_SIGNATURE_SECRET or VONAGE_WEBHOOK_TOKEN must be set (they authenticate DLRs)")
+    if provider == "http":
+        header = cfg.get("SMS_HTTP_AUTH_HEADER", "")
+        if header and ":" not in header:
+            problems.append("SMS_HTTP_AUTH_HEADER must look like 'Name: value'")
+        try:
+            if not isinstance(json.loads(cfg.get("SMS_HTTP_BODY") or "{}"), dict):
+                problems.append("SMS_HTTP_BODY must be a JSON object")
+        except ValueError:
+            problems.append("SMS_HTTP_BODY is not valid JSON")
+    return problems
+
+
 def secret_setting(name: str, instance_dir: Path, production: bool) -> str:
     """A secret from the environment, `NAME_FILE`, or (development only) `instance/`."""
     value = env_str(name)
@@ -249,6 +278,35 @@ class Config:
         # WAHA can sign its webhooks (HMAC-SHA512); when this is set, unsigned acks are refused.
         self.GATEWAY_WEBHOOK_HMAC_KEY = optional_secret("GATEWAY_WEBHOOK_HMAC_KEY")
         self.PROVIDER_TIMEOUT = env_int("PROVIDER_TIMEOUT", 10, minimum=1)
+        self.load_sms()
+
+    def load_sms(self) -> None:
+        """The SMS channel's provider (SMS_PROVIDER) and each provider's settings (`sms_provider_problems`)."""
+        self.SMS_PROVIDER = env_str("SMS_PROVIDER", "sandbox")
+        if self.SMS_PROVIDER not in SMS_PROVIDERS:
+            raise ConfigError(f"SMS_PROVIDER must be one of {', '.join(SMS_PROVIDERS)}, not {self.SMS_PROVIDER!r}")
+        # The public base URL (https://otp.example.com) the providers post delivery reports to; unset:
+        # sends name no callback (configure it in the provider's console) and Twilio's signature is
+        # checked against the URL as this server saw it.
+        self.SMS_CALLBACK_BASE_URL = env_str("SMS_CALLBACK_BASE_URL").rstrip("/")
+        self.TWILIO_API_URL = env_str("TWILIO_API_URL", "https://api.twilio.com").rstrip("/")
+        self.TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID")
+        self.TWILIO_AUTH_TOKEN = optional_secret("TWILIO_AUTH_TOKEN")
+        self.TWILIO_FROM = env_str("TWILIO_FROM")
+        self.VONAGE_API_URL = env_str("VONAGE_API_URL", "https://rest.nexmo.com").rstrip("/")
+        self.VONAGE_API_KEY = env_str("VONAGE_API_KEY")
+        self.VONAGE_API_SECRET = optional_secret("VONAGE_API_SECRET")
+        self.VONAGE_FROM = env_str("VONAGE_FROM")
+        self.VONAGE_SIGNATURE_SECRET = optional_secret("VONAGE_SIGNATURE_SECRET")
+        self.VONAGE_SIGNATURE_METHOD = env_str("VONAGE_SIGNATURE_METHOD", "md5hash").lower()
+        if self.VONAGE_SIGNATURE_METHOD not in ("md5hash", "md5", "sha1", "sha256", "sha512"):
+            raise ConfigError("VONAGE_SIGNATURE_METHOD must be md5hash, md5, sha1, sha256 or sha512, "
+                              f"not {self.VONAGE_SIGNATURE_METHOD!r}")
+        self.VONAGE_WEBHOOK_TOKEN = optional_secret("VONAGE_WEBHOOK_TOKEN")
+        self.SMS_HTTP_URL = env_str("SMS_HTTP_URL")
+        self.SMS_HTTP_AUTH_HEADER = optional_secret("SMS_HTTP_AUTH_HEADER")
+        self.SMS_HTTP_BODY = env_str("SMS_HTTP_BODY")
+        self.SMS_HTTP_WEBHOOK_TOKEN = optional_secret("SMS_HTTP_WEBHOOK_TOKEN")
 
     # Flask reads these names from the config object.
     def as_flask_config(self) -> dict:

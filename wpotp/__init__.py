@@ -10,7 +10,7 @@ from sqlalchemy import event
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import Config, ConfigError, provider_problems
+from config import Config, ConfigError, provider_problems, sms_provider_problems
 
 from .extensions import csrf, db, limiter, login_manager, redis_client
 from .logs import configure_logging, install_request_id
@@ -125,6 +125,10 @@ def _check_provider(app: Flask) -> None:
     problems = provider_problems(app.config, name)
     if problems:
         raise ConfigError(f"WPOTP_PROVIDER={name} is not configured: " + "; ".join(problems))
+    sms = app.config.get("SMS_PROVIDER", "sandbox")
+    problems = sms_provider_problems(app.config, sms)
+    if problems:
+        raise ConfigError(f"SMS_PROVIDER={sms} is not configured: " + "; ".join(problems))
 
 
 def _tune_sqlite(engine) -> None:

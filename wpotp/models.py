@@ -100,6 +100,8 @@ class Otp(db.Model):
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     mode: Mapped[str] = mapped_column(String(8))
     provider: Mapped[str] = mapped_column(String(16))
+    # The channel of the last send: "whatsapp" or "sms" (SPEC §12; `auto` is stored as the one it used).
+    channel: Mapped[str] = mapped_column(String(8), default="whatsapp", server_default="whatsapp")
     recipient: Mapped[str] = mapped_column(String(32))
     country: Mapped[str | None] = mapped_column(String(2))
     reference: Mapped[str | None] = mapped_column(String(128))
@@ -179,6 +181,7 @@ class SendAttempt(db.Model):
     message_id: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), index=True)
     generation: Mapped[int] = mapped_column(Integer)
     provider: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(8), default="whatsapp", server_default="whatsapp")
     ok: Mapped[bool] = mapped_column(Boolean)
     provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
     permanent: Mapped[bool | None] = mapped_column(Boolean)

@@ -29,6 +29,7 @@ class ServiceSettings:
     send_batch: int  # SEND_BATCH (0: one RQ job per send)
     receipt_batch: int  # RECEIPT_BATCH (0: receipts applied in the webhook request)
     provider_timeout: int  # PROVIDER_TIMEOUT
+    sms_provider: str = "sandbox"  # SMS_PROVIDER: where live keys' channel-sms sends go
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -38,7 +39,8 @@ class ServiceSettings:
                    resend_max=int(config["RESEND_MAX"]), resend_interval=int(config["RESEND_INTERVAL"]),
                    stuck_queued_after=int(config["STUCK_QUEUED_AFTER"]), send_batch=int(config["SEND_BATCH"]),
                    receipt_batch=int(config["RECEIPT_BATCH"]),
-                   provider_timeout=int(config["PROVIDER_TIMEOUT"]))
+                   provider_timeout=int(config["PROVIDER_TIMEOUT"]),
+                   sms_provider=config.get("SMS_PROVIDER", "sandbox"))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:

@@ -11,7 +11,7 @@ from wpotp.extensions import db
 from wpotp.models import ApiKey, Otp
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-SUMMARY_FIELDS = {"id", "status", "recipient", "reference", "templateId", "expiresAt", "createdAt"}
+SUMMARY_FIELDS = {"id", "status", "recipient", "reference", "templateId", "channel", "expiresAt", "createdAt"}
 RECIPIENT = "+905551112233"
 
 

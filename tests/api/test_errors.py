@@ -55,8 +55,8 @@ def test_wrong_types_are_validation_errors_naming_the_field(client, api_key, bod
 
 
 def test_unknown_field_is_a_validation_error_naming_it(client, api_key):
-    err = error_of(send(client, api_key, channel="whatsapp"), 400, "VALIDATION_ERROR")
-    assert "channel" in fields_of(err)
+    err = error_of(send(client, api_key, priority="high"), 400, "VALIDATION_ERROR")  # `channel` is a field now
+    assert "priority" in fields_of(err)
 
 
 def test_missing_recipient_is_a_validation_error_naming_it(client, api_key):

@@ -13,6 +13,7 @@ import pytest
 
 from tests.api.support import error_of, fields_of, set_key, set_otp, ts
 from tests.helpers import Key, in_threads, make_key
+from wpotp.providers.sms_sandbox import read_sms_outbox
 from wpotp.util import utcnow
 
 BASE = "/compat/otpapi"
@@ -165,11 +166,25 @@ def test_channel_may_be_left_out_and_is_case_insensitive(client, api_key):
     assert client.post(f"{BASE}/otp/send", headers=pair(api_key), json=body).status_code == 201
 
 
-@pytest.mark.parametrize("channel", ["sms", "SMS", "voice"])
+@pytest.mark.parametrize("channel", ["voice", "email", "auto"])
 def test_other_channels_are_refused_and_nothing_is_created(client, api_key, channel):
     err = error_of(send(client, api_key, channel=channel), 400, "CHANNEL_NOT_SUPPORTED")
-    assert "SMS" in err["message"] and err["details"]["supported"] == ["whatsapp"]
+    assert "SMS" in err["message"] and err["details"]["supported"] == ["whatsapp", "sms"]
     assert otp_count(client, api_key) == 0
+
+
+@pytest.mark.parametrize("channel", ["sms", "SMS"])
+def test_channel_sms_sends_a_text_over_the_sms_sandbox(app, client, api_key, run_worker, channel):
+    answer = send(client, api_key, channel=channel)
+    assert answer.status_code == 201, answer.get_json()
+    body = answer.get_json()
+    assert body["channel"] == "sms"
+    run_worker()
+    shown = status(client, api_key, body["verification_id"])
+    assert (shown["status"], shown["channel"]) == ("DELIVERED", "sms")
+    assert {e["channel"] for e in shown["timeline"]} == {"sms"}
+    with app.app_context():
+        assert [m["otpId"] for m in read_sms_outbox(recipient=RECIPIENT)] == [body["verification_id"]]
 
 
 @pytest.mark.parametrize("recipient", ["5511999888777", "+1", "+90 555 111 22 33", "+999123456789"])

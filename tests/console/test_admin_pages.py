@@ -348,6 +348,22 @@ def test_the_sandbox_shows_this_apps_codes_only(app, console_client, admin_user,
     assert "test keys" in html
 
 
+def test_the_sandbox_shows_this_apps_sms_too(app, console_client, admin_user, client, run_worker):
+    mine = make_key(app, "default")
+    other = make_key(app, "other")
+    sms = client.post("/v1/otp/send", headers=mine.headers,
+                      json={"recipient": "+905551110003", "code": "736251", "channel": "sms"})
+    assert sms.status_code == 201
+    assert client.post("/v1/otp/send", headers=other.headers,
+                       json={"recipient": "+905551110004", "channel": "sms"}).status_code == 201
+    run_worker()
+
+    html = console_client(admin_user).get("/console/sandbox").get_data(as_text=True)
+
+    assert "736251 is your default verification code" in html and sms.json["id"] in html
+    assert "+905551110004" not in html
+
+
 # Templates ----------------------------------------------------------------------------------
 
 def graph_templates(seen):

@@ -419,3 +419,14 @@ def test_the_log_pages_carry_no_inline_script_or_style(app, client, admin, run_w
         assert " on" + "click=" not in html
         for tag in re.findall(r"<script[^>]*>", html):
             assert " src=" in tag or 'type="application/json"' in tag, tag
+
+
+def test_the_timeline_names_the_sms_channel_and_its_provider(app, client, admin, run_worker):
+    key = make_key(app)
+    r = client.post("/v1/otp/send", headers=key.headers, json={"recipient": number(8), "channel": "sms"})
+    assert r.status_code == 201, r.json
+    run_worker()
+    html = get_ok(admin, f"/console/otps/{r.json['id']}")
+    assert "via sms_sandbox (SMS)" in html
+    sends = html.split("Provider sends")[1].split("</section>")[0]
+    assert "sms_sandbox" in sends and "SMS" in sends

@@ -73,7 +73,7 @@ def send_attempts(app, otp_id: str) -> list[dict]:
         rows = db.session.scalars(select(SendAttempt).where(SendAttempt.otp_id == otp_id)
                                   .order_by(SendAttempt.id)).all()
         return [{"ok": a.ok, "permanent": a.permanent, "error": a.error, "generation": a.generation,
-                 "provider_message_id": a.provider_message_id} for a in rows]
+                 "provider_message_id": a.provider_message_id, "channel": a.channel} for a in rows]
 
 
 def code_for(outbox, otp_id: str) -> str:

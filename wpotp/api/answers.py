@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"},
                                  examples=["2026-05-17T12:05:00.000Z"])]
+Channel = Literal["whatsapp", "sms"]
 OtpStatus = Literal["QUEUED", "SENT", "DELIVERED", "READ", "VERIFIED", "FAILED", "EXPIRED", "CANCELED"]
 MessageStatus = Literal["QUEUED", "SENT", "DELIVERED", "READ", "FAILED", "EXPIRED"]
 Mode = Literal["live", "test"]
@@ -31,6 +32,7 @@ class OtpSummary(Answer):
     recipient: str = Field(examples=["+905551112233"])
     reference: str | None
     templateId: str | None  # noqa: N815 - the API's field names
+    channel: Channel = Field(description="The channel of the last send (`auto` sends over WhatsApp first).")
     expiresAt: Timestamp  # noqa: N815
     createdAt: Timestamp  # noqa: N815
 
@@ -39,6 +41,7 @@ class TimelineEvent(Answer):
     id: str
     type: str = Field(examples=["otp.sent"])
     status: str | None
+    channel: Channel = Field(description="The channel this entry concerns.")
     createdAt: Timestamp  # noqa: N815
     error: Any = Field(None, description="Present on failure events only.")
 

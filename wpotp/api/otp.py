@@ -11,7 +11,7 @@ from ..otp.phones import normalize_recipient
 from ..util import iso, parse_iso
 from . import bp
 from .auth import require_key
-from .schemas import ListOtpQuery, SendOtpBody, VerifyBody, parse_body, parse_query
+from .schemas import ListOtpQuery, ResendBody, SendOtpBody, VerifyBody, parse_body, parse_query
 from .serializers import attempt_item, otp_detail, otp_summary
 
 
@@ -20,7 +20,8 @@ def send():
     key, app = require_key()
     body = parse_body(SendOtpBody)
     req = service.SendRequest(recipient=body.recipient, template_id=body.templateId, code=body.code,
-                              reference=body.reference, length=body.length, ttl=body.ttl, language=body.language)
+                              reference=body.reference, length=body.length, ttl=body.ttl, language=body.language,
+                              channel=body.channel)
     otp, created = service.send_otp(app, key, req)
     return jsonify(otp_summary(otp)), 201 if created else 200
 
@@ -42,7 +43,8 @@ def show(otp_id: str):
 @bp.post("/otp/<otp_id:otp_id>/resend")
 def resend(otp_id: str):
     _key, app = require_key()
-    return jsonify(otp_detail(service.resend_otp(app, otp_id)))
+    body = parse_body(ResendBody, allow_empty=True)
+    return jsonify(otp_detail(service.resend_otp(app, otp_id, channel=body.channel)))
 
 
 @bp.post("/otp/<otp_id:otp_id>/cancel")

@@ -4,7 +4,7 @@ fields are errors that name the field, never silently coerced or dropped."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from flask import request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -49,6 +49,8 @@ class SendOtpBody(Strict):
     length: int | None = Field(None, ge=4, le=8)
     ttl: int | None = Field(None, ge=60, le=900)
     language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
+    # `auto`: WhatsApp, then SMS on fallback (SPEC §12).
+    channel: Literal["whatsapp", "sms", "auto"] = "whatsapp"
 
     @field_validator("length")
     @classmethod
@@ -57,6 +59,11 @@ class SendOtpBody(Strict):
         if length is not None and code is not None and len(code) != length:
             raise ValueError(f"the code has {len(code)} digits, not {length}")
         return length
+
+
+class ResendBody(Strict):
+    """POST /v1/otp/{id}/resend: optional; `channel` switches the channel of this send (default: the last one)."""
+    channel: Literal["whatsapp", "sms", "auto"] | None = None
 
 
 class VerifyBody(Strict):

@@ -17,6 +17,7 @@ def otp_summary(otp: Otp | OtpView) -> dict:
         "recipient": otp.recipient,
         "reference": otp.reference,
         "templateId": otp.template_id,
+        "channel": otp.channel or "whatsapp",
         "expiresAt": iso(otp.expires_at),
         "createdAt": iso(otp.created_at),
     }
@@ -45,7 +46,17 @@ def otp_detail(otp: Otp | OtpView, with_timeline: bool = True) -> dict:
         events = getattr(otp, "timeline", None)
         data["timeline"] = ([event_item(e) for e in events] if events is not None
                             else timeline(Event.otp_id == otp.id))
+        with_channels(data["timeline"])
     return data
+
+
+def with_channels(entries: list[dict]) -> list[dict]:
+    """Each entry names its channel: the one its event recorded (queued, resent, sent), else
+    that of the send before it (receipts, failures, verification), WhatsApp before any."""
+    channel = "whatsapp"
+    for entry in entries:
+        channel = entry["channel"] = entry.get("channel") or channel
+    return entries
 
 
 def timeline(condition) -> list[dict]:
@@ -56,7 +67,8 @@ def timeline(condition) -> list[dict]:
 
 def event_item(event: Event) -> dict:
     return {"id": event.id, "type": event.type, "status": event.data.get("status"),
-            "createdAt": iso(event.created_at), **({"error": event.data["error"]} if "error" in event.data else {})}
+            "channel": event.data.get("channel"), "createdAt": iso(event.created_at),
+            **({"error": event.data["error"]} if "error" in event.data else {})}
 
 
 def attempt_item(attempt: VerifyAttempt) -> dict:
@@ -95,5 +107,5 @@ def message_detail(message: Message, with_timeline: bool = True) -> dict:
         "error": message.error,
     }
     if with_timeline:
-        data["timeline"] = timeline(Event.message_id == message.id)
+        data["timeline"] = with_channels(timeline(Event.message_id == message.id))  # messages: WhatsApp only
     return data

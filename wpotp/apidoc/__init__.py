@@ -194,8 +194,8 @@ def otpapi_answers(schemas: Schemas) -> dict[str, dict]:
         schema = copy.deepcopy(c[model])
         props = schema["properties"]
         props["verification_id"] = props.pop("id")
-        props["channel"] = {"type": "string", "const": "whatsapp"}
-        schema["required"] = ["verification_id", "channel", *[r for r in schema["required"] if r != "id"]]
+        schema["required"] = ["verification_id", "channel",
+                              *[r for r in schema["required"] if r not in ("id", "channel")]]
         schema["title"] = "Verification" + model.removeprefix("Otp")
         return schema
 

@@ -19,7 +19,7 @@ from ..api import answers as a
 from ..api.logs import LogQuery
 from ..api.messages import SendMessageBody
 from ..api.reports import RateLimitQuery, ReportQuery
-from ..api.schemas import ListOtpQuery, SendOtpBody, VerifyBody
+from ..api.schemas import ListOtpQuery, ResendBody, SendOtpBody, VerifyBody
 from ..compat import answers as ca
 from ..compat import otpapi, wawp, whatotp
 
@@ -64,7 +64,7 @@ def merge(*tables: dict[int, list[str]]) -> dict[int, list[str]]:
 SEND_EXAMPLE = {"recipient": "+905551112233", "reference": "order-9f3a2c", "ttl": 300}
 OTP_ID = "otp_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C"
 SENT_EXAMPLE = {"id": OTP_ID, "status": "QUEUED", "recipient": "+905551112233", "reference": "order-9f3a2c",
-                "templateId": "tpl_otp_en", "expiresAt": "2026-05-17T12:10:00.000Z",
+                "templateId": "tpl_otp_en", "channel": "whatsapp", "expiresAt": "2026-05-17T12:10:00.000Z",
                 "createdAt": "2026-05-17T12:05:00.000Z"}
 VERIFIED_EXAMPLE = {"verified": True, "status": "VERIFIED", "id": OTP_ID, "verifiedAt": "2026-05-17T12:06:10.250Z"}
 INVALID_PHONE_EXAMPLE = {"error": {"code": "INVALID_PHONE",
@@ -90,7 +90,8 @@ NATIVE: dict[str, Op] = {
         body=SendOtpBody, example=SEND_EXAMPLE, links=OTP_LINKS,
         answer_examples={201: SENT_EXAMPLE, 400: INVALID_PHONE_EXAMPLE},
         description="201 with a new OTP; 200 with the active OTP of the same `reference` and recipient "
-                    "(no second message). The code is sent over WhatsApp, never answered."),
+                    "(no second message). The code is sent over `channel` (WhatsApp by default, or SMS), "
+                    "never answered."),
     "api.verify": Op("Verify a code", {200: a.Verified}, merge(
         GATED, BODY, BY_OTP_ID, {400: ["INVALID_CODE", "OTP_EXPIRED"],
                                  409: ["OTP_ALREADY_VERIFIED", "OTP_CANCELED", "OTP_FAILED"],
@@ -98,8 +99,11 @@ NATIVE: dict[str, Op] = {
         body=VerifyBody, example={"code": "482913"}, answer_examples={200: VERIFIED_EXAMPLE}),
     "api.show": Op("One OTP with its timeline", {200: a.Otp}, merge(GATED, BY_OTP_ID)),
     "api.resend": Op("Resend an OTP (a new code; the old one dies)", {200: a.Otp}, merge(
-        GATED, BY_OTP_ID, {409: ["OTP_ALREADY_VERIFIED", "OTP_CANCELED", "OTP_FAILED"],
-                           400: ["OTP_EXPIRED"], 429: ["TOO_MANY_ATTEMPTS"]})),
+        GATED, BODY, BY_OTP_ID, {409: ["OTP_ALREADY_VERIFIED", "OTP_CANCELED", "OTP_FAILED"],
+                                 400: ["OTP_EXPIRED"], 429: ["TOO_MANY_ATTEMPTS"]}),
+        body=ResendBody, example={"channel": "sms"},
+        description="The body is optional: `channel` sends this code over `whatsapp`, `sms` or `auto` "
+                    "(WhatsApp first); without it the last send's channel is kept."),
     "api.cancel": Op("Cancel an OTP", {200: a.Otp}, merge(
         GATED, BY_OTP_ID, {409: ["OTP_ALREADY_VERIFIED", "OTP_CANCELED", "OTP_FAILED"], 400: ["OTP_EXPIRED"]})),
     "api.index": Op("List OTPs, newest first", {200: a.OtpList}, merge(GATED, {400: ["VALIDATION_ERROR"]}),

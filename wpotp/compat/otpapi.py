@@ -42,7 +42,10 @@ class FieldsError(ValidationError):
 
 
 class ChannelNotSupported(WpotpError):
-    status, code, message = 400, "CHANNEL_NOT_SUPPORTED", "wpotp sends OTPs over WhatsApp only; SMS is not available."
+    status, code, message = 400, "CHANNEL_NOT_SUPPORTED", "wpotp sends OTPs over WhatsApp or SMS only."
+
+
+CHANNELS = ("whatsapp", "sms")
 
 
 # --- credentials ----------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ def snake(value):
 def verification(otp: Otp, detail: bool = True, with_timeline: bool = True) -> dict:
     """An OTP as this dialect shows it: the native fields in snake_case, its id as `verification_id`."""
     fields = snake(otp_detail(otp, with_timeline) if detail else otp_summary(otp))
-    return {"verification_id": fields.pop("id"), "channel": "whatsapp", **fields}
+    return {"verification_id": fields.pop("id"), **fields}
 
 
 @bp.errorhandler(Exception)
@@ -234,11 +237,12 @@ def send():
     """201 with the new OTP (200 when `reference` returns an active one, as on /v1)."""
     key, app = authorise()
     mine = parse(app, SendOwn)
-    if mine.channel.lower() != "whatsapp":
-        raise ChannelNotSupported(details={"channel": mine.channel[:32], "supported": ["whatsapp"]})
+    channel = mine.channel.lower()
+    if channel not in CHANNELS:
+        raise ChannelNotSupported(details={"channel": mine.channel[:32], "supported": list(CHANNELS)})
     body = translate(SendOtpBody, mine, SEND)
     req = service.SendRequest(recipient=body.recipient, template_id=body.templateId, reference=body.reference,
-                              length=body.length, ttl=body.ttl, language=body.language)
+                              length=body.length, ttl=body.ttl, language=body.language, channel=channel)
     otp, created = service.send_otp(app, key, req)
     return jsonify(verification(otp, detail=False)), 201 if created else 200
 

@@ -20,6 +20,7 @@ from ..cli import issue_key
 from ..extensions import db, redis_client
 from ..models import ApiKey, AuditEntry, Event, Template, User, WebhookAttempt, WebhookDelivery
 from ..providers.sandbox import read_outbox
+from ..providers.sms_sandbox import read_sms_outbox
 from ..util import utcnow
 from ..webhooks.endpoints import configure_endpoint, find_endpoint, rotate_secret
 from ..webhooks.events import PUBLIC_EVENTS
@@ -235,7 +236,8 @@ def update_settings():
 @bp.get("/sandbox")
 def sandbox():
     app = current_console_app()
-    rows = [r for r in read_outbox(limit=500) if r.get("appId") == app.id][:100]
+    both = sorted(read_outbox(limit=500) + read_sms_outbox(limit=500), key=lambda r: r["createdAt"], reverse=True)
+    rows = [r for r in both if r.get("appId") == app.id][:100]
     return render_template("console/sandbox.html", messages=rows, app=app)
 
 

@@ -22,4 +22,4 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 def _allow_big_batches() -> None:
     request.max_content_length = MAX_WEBHOOK_BYTES
 
-from . import gateway, whatsapp  # noqa: E402,F401  (routes register on bp)
+from . import gateway, sms, whatsapp  # noqa: E402,F401  (routes register on bp)

@@ -16,8 +16,8 @@ from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
 
 from ..extensions import db, job_queue, redis_client
-from ..models import ACTIVE_STATUSES, Otp, OtpStatus, SendAttempt
-from ..providers import OutboundOtp, Provider, ProviderError, get_provider
+from ..models import ACTIVE_STATUSES, App, Otp, OtpStatus, SendAttempt
+from ..providers import OutboundOtp, OutboundSms, Provider, ProviderError, get_provider, get_sms_provider
 from ..providers.faults import note_config_fault
 from ..providers.throttle import SlotWaitStopped, wait_for_slot
 from ..settings import settings
@@ -27,6 +27,7 @@ from .codes import unseal_code
 from .events import record_event
 from .receipts import replay_early_receipts
 from .service import expire_one, seal_key
+from .sms_text import sms_body
 from .templates import render, template_by_id
 
 log = logging.getLogger("wpotp.delivery")
@@ -37,7 +38,8 @@ log = logging.getLogger("wpotp.delivery")
 # the compare-and-set to SENT; one row per provider call.
 _otps = Otp.__table__
 _SEND_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.recipient, _otps.c.provider, _otps.c.template_id,
-                 _otps.c.footer, _otps.c.status, _otps.c.generation, _otps.c.expires_at, _otps.c.ttl_seconds)
+                 _otps.c.footer, _otps.c.status, _otps.c.generation, _otps.c.expires_at, _otps.c.ttl_seconds,
+                 _otps.c.channel, _otps.c.language)
 _LOAD_FOR_SEND = select(*_SEND_COLUMNS).where(_otps.c.id == bindparam("otp_id"))
 _LOAD_MANY_FOR_SEND = select(*_SEND_COLUMNS).where(_otps.c.id.in_(bindparam("otp_ids", expanding=True)))
 _MARK_SENT = (update(_otps)
@@ -68,24 +70,24 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
         _fail(otp, "code_unavailable: the code left the queue before it could be sent")
         return "failed"
     message = _outbound(otp, generation, sealed)
-    provider = get_provider(otp.provider)
+    provider = provider_of(otp)
     started = time.monotonic()
     try:
-        result = call_provider(provider, provider.send_otp, message, expires_at=otp.expires_at)
+        result = call_provider(provider, sender(provider, message), message, expires_at=otp.expires_at)
     except TooLate:
         expire_one(_orm(otp_id), within=SEND_MARGIN)
         return "expired"
     except ProviderError as exc:
-        record_send(provider.name, started, otp_id=otp.id, generation=generation, error=exc)
+        record_send(provider.name, started, otp_id=otp.id, generation=generation, error=exc, channel=otp.channel)
         return _after_failure(otp, exc, try_number)
     record_send(provider.name, started, otp_id=otp.id, generation=generation,
-                provider_message_id=result.provider_message_id)
+                provider_message_id=result.provider_message_id, channel=otp.channel)
     now = utcnow()
     moved = db.session.connection().execute(_MARK_SENT, {"otp_id": otp.id, "gen": generation, "at": now,
                                                          "pmid": result.provider_message_id}).rowcount == 1
     if moved:
         record_event(otp, "otp.sent", at=now, status=OtpStatus.SENT, generation=generation,
-                     provider=provider.name)
+                     provider=provider.name, channel=otp.channel)
     commit_and_queue()
     replay_early_receipts(provider.name, result.provider_message_id)  # receipts that beat this commit
     if moved:
@@ -93,13 +95,27 @@ def deliver_otp(otp_id: str, generation: int, try_number: int = 1) -> str:
     return "sent" if moved else "sent-late"
 
 
-def _outbound(otp, generation: int, sealed: bytes) -> OutboundOtp:
-    """The message for the provider: the template rendered with the code unsealed for it."""
-    template = template_by_id(otp.template_id)
+def _outbound(otp, generation: int, sealed: bytes) -> OutboundOtp | OutboundSms:
+    """The message for the provider: the template rendered with the code unsealed for it, or
+    for channel sms the built-in text of the OTP's language with the code and the app's name."""
     code = unseal_code(otp.id, generation, sealed.decode())
+    if otp.channel == "sms":
+        app_name = db.session.connection().execute(select(App.name).where(App.id == otp.app_id)).scalar() or ""
+        return OutboundSms(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient,
+                           body=sms_body(otp.language, code, app_name))
+    template = template_by_id(otp.template_id)
     return OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
                        template_name=template.name, language=template.language,
                        body=render(template, code, otp.footer), copy_code_button=template.copy_code_button)
+
+
+def provider_of(otp) -> Provider:
+    """The OTP's provider: an SMS one for channel sms, else a WhatsApp one."""
+    return get_sms_provider(otp.provider) if otp.channel == "sms" else get_provider(otp.provider)
+
+
+def sender(provider: Provider, message: OutboundOtp | OutboundSms) -> Callable:
+    return provider.send_sms if isinstance(message, OutboundSms) else provider.send_otp
 
 
 # --- the batch send path (SEND_BATCH; jobs/enqueue.py, reached through the queue port jobs/port.py) -----
@@ -153,7 +169,7 @@ class _Call:
 
     otp: object
     try_number: int
-    message: OutboundOtp
+    message: OutboundOtp | OutboundSms
     provider: Provider
     result: object = None
     error: ProviderError | None = None
@@ -193,14 +209,14 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
             _fail(otp, "code_unavailable: the code left the queue before it could be sent")
             outcomes.append("failed")
             continue
-        calls.append(_Call(otp, try_number, _outbound(otp, generation, sealed), get_provider(otp.provider)))
+        calls.append(_Call(otp, try_number, _outbound(otp, generation, sealed), provider_of(otp)))
     db.session.rollback()  # no read transaction held across the provider calls
 
     def make(call: _Call) -> _Call:
         started = time.monotonic()
         with app.app_context():
             try:
-                call.result = call_provider(call.provider, call.provider.send_otp, call.message,
+                call.result = call_provider(call.provider, sender(call.provider, call.message), call.message,
                                             expires_at=call.otp.expires_at, stopping=stopping)
             except SlotWaitStopped:
                 call.unstarted = True
@@ -228,7 +244,7 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
         if conn.execute(_MARK_SENT, {"otp_id": call.otp.id, "gen": call.otp.generation, "at": call.at,
                                      "pmid": call.result.provider_message_id}).rowcount == 1:
             record_event(call.otp, "otp.sent", at=call.at, status=OtpStatus.SENT, generation=call.otp.generation,
-                         provider=call.provider.name)
+                         provider=call.provider.name, channel=call.otp.channel)
             moved.add(id(call))
     commit_and_queue()
     for call in done:
@@ -251,7 +267,7 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
 
 def _attempt_row(call: _Call) -> dict:
     return _send_attempt(call.provider.name, call.latency_ms, call.at, otp_id=call.otp.id,
-                         generation=call.otp.generation, error=call.error,
+                         generation=call.otp.generation, error=call.error, channel=call.otp.channel,
                          provider_message_id=None if call.error is not None else call.result.provider_message_id)
 
 
@@ -293,19 +309,20 @@ def call_provider(provider: Provider, send, message, expires_at: datetime | None
 
 def record_send(provider: str, started: float, *, otp_id: str | None = None, message_id: str | None = None,
                 generation: int = 1, error: ProviderError | None = None,
-                provider_message_id: str | None = None) -> None:
+                provider_message_id: str | None = None, channel: str = "whatsapp") -> None:
     """Keep one row per provider call: which message, how long, what went wrong (one Core INSERT,
     in the transaction the caller commits)."""
     db.session.connection().execute(_INSERT_ATTEMPT, _send_attempt(
         provider, int((time.monotonic() - started) * 1000), utcnow(), otp_id=otp_id, message_id=message_id,
-        generation=generation, error=error, provider_message_id=provider_message_id))
+        generation=generation, error=error, provider_message_id=provider_message_id, channel=channel))
 
 
 def _send_attempt(provider: str, latency_ms: int, at: datetime, *, otp_id: str | None = None,
                   message_id: str | None = None, generation: int = 1, error: ProviderError | None = None,
-                  provider_message_id: str | None = None) -> dict:
+                  provider_message_id: str | None = None, channel: str = "whatsapp") -> dict:
     """A send_attempts row's values."""
-    return dict(otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, ok=error is None,
+    return dict(otp_id=otp_id, message_id=message_id, generation=generation, provider=provider, channel=channel,
+                ok=error is None,
                 provider_message_id=provider_message_id, permanent=None if error is None else error.permanent,
                 error=None if error is None else str(error)[:500], latency_ms=latency_ms, created_at=at)
 

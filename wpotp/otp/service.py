@@ -57,15 +57,32 @@ class SendRequest:
     ttl: int | None = None
     language: str | None = None
     footer: str | None = None  # free text after the code, where the provider can carry it
+    channel: str = "whatsapp"  # whatsapp | sms | auto (SPEC §12)
 
 
 def seal_key(otp_id: str, generation: int) -> str:
     return f"wpotp:seal:{otp_id}:{generation}"
 
 
-def provider_for(api_key: ApiKey) -> str:
+CHANNELS = ("whatsapp", "sms", "auto")
+
+
+def sending_channel(requested: str | None) -> str:
+    """The channel a send goes over: `sms` when asked for, else WhatsApp (`auto` starts there)."""
+    return "sms" if requested == "sms" else "whatsapp"
+
+
+def provider_for(api_key: ApiKey, channel: str = "whatsapp") -> str:
     """Test keys never reach WhatsApp."""
-    return "sandbox" if api_key.mode == "test" else settings().provider
+    return provider_for_mode(api_key.mode, channel)
+
+
+def provider_for_mode(mode: str, channel: str) -> str:
+    """The provider of a send: test keys go to a sandbox (WhatsApp's or the SMS one), live keys to
+    WPOTP_PROVIDER or, for SMS, to SMS_PROVIDER (named `sms_<name>` on the row)."""
+    if channel == "sms":
+        return "sms_" + ("sandbox" if mode == "test" else settings().sms_provider)
+    return "sandbox" if mode == "test" else settings().provider
 
 
 # --- send ---------------------------------------------------------------------------------------
@@ -87,15 +104,17 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[store.OtpView
     ttl = req.ttl or app.otp_ttl
     now = utcnow()
     otp_id = new_id("otp")
-    values = dict(id=otp_id, app_id=app.id, api_key_id=api_key.id, mode=api_key.mode, provider=provider_for(api_key),
-                  recipient=recipient, country=country, reference=req.reference, footer=req.footer,
+    channel = sending_channel(req.channel)
+    values = dict(id=otp_id, app_id=app.id, api_key_id=api_key.id, mode=api_key.mode, channel=channel,
+                  provider=provider_for(api_key, channel), recipient=recipient, country=country,
+                  reference=req.reference, footer=req.footer,
                   template_id=template.id, language=template.language, code_hash=hash_code(otp_id, code),
                   code_length=len(code), status=OtpStatus.QUEUED, attempts=0, max_attempts=app.max_attempts,
                   generation=1, ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl), created_at=now,
                   last_sent_at=now)
     try:
         otp = store.insert_otp(db.session.connection(), values, "otp.queued",
-                               {"status": OtpStatus.QUEUED, "generation": 1})
+                               {"status": OtpStatus.QUEUED, "generation": 1, "channel": channel})
     except IntegrityError:
         # Another request took this reference between our look-up and our insert.
         db.session.rollback()
@@ -356,8 +375,9 @@ def _superseded(otp: Otp | store.OtpView, code: str) -> bool:
 
 # --- resend -------------------------------------------------------------------------------------
 
-def resend_otp(app: App, otp_id: str) -> Otp:
-    """A new code on the same OTP id: the old code dies, the expiry is renewed.
+def resend_otp(app: App, otp_id: str, channel: str | None = None) -> Otp:
+    """A new code on the same OTP id: the old code dies, the expiry is renewed. `channel`
+    (whatsapp | sms | auto) switches the channel for this send; None keeps the last one.
 
     The old code's keyed hash is kept (`superseded_code_hashes`), so verifying it answers
     OTP_CANCELED "replaced by a resend" rather than spending an attempt.
@@ -381,12 +401,14 @@ def resend_otp(app: App, otp_id: str) -> Otp:
                           f"Resend allowed {int(wait) + 1} s from now.")
     code = generate_code(otp.code_length)
     generation = otp.generation + 1
+    channel = otp.channel if channel is None else sending_channel(channel)
     before = _snapshot(otp)
     stmt = (update(Otp)
             .where(Otp.id == otp.id, Otp.generation == otp.generation, Otp.status.in_(ACTIVE_STATUSES),
                    Otp.expires_at > now, Otp.attempts < Otp.max_attempts)
             .values(code_hash=hash_code(otp.id, code), superseded_code_hashes=_superseding(otp),
-                    generation=generation, status=OtpStatus.QUEUED,
+                    generation=generation, status=OtpStatus.QUEUED, channel=channel,
+                    provider=provider_for_mode(otp.mode, channel),
                     expires_at=now + timedelta(seconds=otp.ttl_seconds), last_sent_at=now, sent_at=None,
                     delivered_at=None, read_at=None, provider_message_id=None, error=None)
             .execution_options(synchronize_session=False))
@@ -395,7 +417,7 @@ def resend_otp(app: App, otp_id: str) -> Otp:
         db.session.refresh(otp)
         raise blocker(otp, now) or RateLimited("1 resend at a time", cfg.resend_interval,
                                                "Another resend of this OTP just happened.")
-    record_event(otp, "otp.resent", at=now, status=OtpStatus.QUEUED, generation=generation)
+    record_event(otp, "otp.resent", at=now, status=OtpStatus.QUEUED, generation=generation, channel=channel)
     consume_send(app, otp.recipient)  # a refusal rolls the resend back
     commit_and_queue()
     db.session.refresh(otp)
@@ -413,7 +435,7 @@ def _superseding(otp: Otp) -> str:
 
 
 _RESEND_FIELDS = ("code_hash", "superseded_code_hashes", "generation", "status", "expires_at", "last_sent_at",
-                  "sent_at", "delivered_at", "read_at", "provider_message_id", "error")
+                  "sent_at", "delivered_at", "read_at", "provider_message_id", "error", "channel", "provider")
 
 
 def _snapshot(otp: Otp) -> dict:

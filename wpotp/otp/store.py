@@ -69,6 +69,7 @@ class OtpView:
     failed_at: datetime | None = None
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
+    channel: str = "whatsapp"
     timeline: list | None = None
 
     @property

@@ -39,6 +39,16 @@ class OutboundTemplate:
 
 
 @dataclass(frozen=True)
+class OutboundSms:
+    """An OTP as a text message (channel `sms`): `body` is the whole text, code included."""
+
+    otp_id: str
+    app_id: str
+    recipient: str  # E.164
+    body: str
+
+
+@dataclass(frozen=True)
 class SendResult:
     provider_message_id: str
 
@@ -72,7 +82,10 @@ class Provider:
     def send_template(self, message: OutboundTemplate) -> SendResult:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def after_sent(self, message: OutboundOtp | OutboundTemplate, result: SendResult) -> None:
+    def send_sms(self, message: OutboundSms) -> SendResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def after_sent(self, message: OutboundOtp | OutboundTemplate | OutboundSms, result: SendResult) -> None:
         """Called once the send is committed as SENT. Real providers wait for receipts."""
 
 
@@ -82,6 +95,17 @@ REGISTRY = {
     "cloud_api": "wpotp.providers.cloud_api.CloudApiProvider",
     "gateway": "wpotp.providers.gateway.GatewayProvider",
 }
+
+
+# SMS providers, by their SMS_PROVIDER name. An OTP row names the instance's `name`
+# (`sms_<setting name>`), so an SMS receipt never matches a WhatsApp provider's.
+SMS_REGISTRY = {
+    "sandbox": "wpotp.providers.sms_sandbox.SandboxSmsProvider",
+    "twilio": "wpotp.providers.twilio.TwilioProvider",
+    "vonage": "wpotp.providers.vonage.VonageProvider",
+    "http": "wpotp.providers.sms_http.HttpSmsProvider",
+}
+SMS_PREFIX = "sms_"
 
 
 def available_providers() -> tuple[str, ...]:
@@ -96,3 +120,19 @@ def get_provider(name: str) -> Provider:
         module_name, _, class_name = REGISTRY[name].rpartition(".")
         cache[name] = getattr(import_module(module_name), class_name)()
     return cache[name]
+
+
+def is_sms_provider(name: str) -> bool:
+    return name.startswith(SMS_PREFIX) and name[len(SMS_PREFIX):] in SMS_REGISTRY
+
+
+def get_sms_provider(name: str) -> Provider:
+    """The SMS provider by its SMS_PROVIDER name (`twilio`) or its OTP-row name (`sms_twilio`)."""
+    key = name[len(SMS_PREFIX):] if is_sms_provider(name) else name
+    cache = current_app.extensions.setdefault("wpotp_sms_providers", {})
+    if key not in cache:
+        if key not in SMS_REGISTRY:
+            raise ProviderError(f"SMS provider {name!r} is not available", permanent=True, code="no_provider")
+        module_name, _, class_name = SMS_REGISTRY[key].rpartition(".")
+        cache[key] = getattr(import_module(module_name), class_name)()
+    return cache[key]
