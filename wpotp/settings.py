@@ -28,6 +28,14 @@ class ServiceSettings:
     stuck_queued_after: int  # STUCK_QUEUED_AFTER
     send_batch: int  # SEND_BATCH (0: one RQ job per send)
     provider_timeout: int  # PROVIDER_TIMEOUT
+    fraud_guard: bool  # FRAUD_GUARD, an app's own switch wins
+    fraud_country_limit: str  # FRAUD_COUNTRY_LIMIT, an app's own wins
+    fraud_prefix_limit: str  # FRAUD_PREFIX_LIMIT, an app's own wins
+    fraud_prefix_digits: int  # FRAUD_PREFIX_DIGITS
+    fraud_unverified_prefix: int  # FRAUD_UNVERIFIED_PREFIX, an app's own wins
+    fraud_unverified_country: int  # FRAUD_UNVERIFIED_COUNTRY, an app's own wins
+    fraud_conversion_window: int  # FRAUD_CONVERSION_WINDOW
+    fraud_block_seconds: int  # FRAUD_BLOCK_SECONDS, an app's own wins
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -36,7 +44,14 @@ class ServiceSettings:
                    send_retry_delays=tuple(int(d) for d in config["SEND_RETRY_DELAYS"]),
                    resend_max=int(config["RESEND_MAX"]), resend_interval=int(config["RESEND_INTERVAL"]),
                    stuck_queued_after=int(config["STUCK_QUEUED_AFTER"]), send_batch=int(config["SEND_BATCH"]),
-                   provider_timeout=int(config["PROVIDER_TIMEOUT"]))
+                   provider_timeout=int(config["PROVIDER_TIMEOUT"]),
+                   fraud_guard=bool(config["FRAUD_GUARD"]), fraud_country_limit=config["FRAUD_COUNTRY_LIMIT"],
+                   fraud_prefix_limit=config["FRAUD_PREFIX_LIMIT"],
+                   fraud_prefix_digits=int(config["FRAUD_PREFIX_DIGITS"]),
+                   fraud_unverified_prefix=int(config["FRAUD_UNVERIFIED_PREFIX"]),
+                   fraud_unverified_country=int(config["FRAUD_UNVERIFIED_COUNTRY"]),
+                   fraud_conversion_window=int(config["FRAUD_CONVERSION_WINDOW"]),
+                   fraud_block_seconds=int(config["FRAUD_BLOCK_SECONDS"]))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:
