@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from limits import RateLimitItem, parse
@@ -307,6 +307,11 @@ def _refuse(app: App, recipient: str, t: Target, channel: str, reason: str,
 class Block:
     member: str  # "c:TR" or "p:9055511"
     until: float  # epoch seconds
+
+    @property
+    def until_at(self) -> datetime:
+        """When it ends, naive UTC like the tables' times."""
+        return datetime.fromtimestamp(self.until, UTC).replace(tzinfo=None)
 
     @property
     def kind(self) -> str:
