@@ -196,3 +196,27 @@ def test_the_prefix_is_the_calling_code_and_the_first_national_digits(app):
         assert fraud.target_of("+12015550123", "US") == fraud.Target("US", "120155")
         assert fraud.target_of("+4915123456789", "DE").prefix_label == "+49 15123"
         assert fraud.mask("+905551112233", fraud.target_of("+905551112233", "TR")) == "+9055511***33"
+
+
+def test_a_refused_send_spends_no_send_limit(app, client):
+    key = make_key(app, "shop", fraud_deny_whatsapp="TR", recipient_rate_limit="2/hour")
+    for _ in range(4):
+        assert send(client, key, pumped(1)).status_code == 403
+    with app.app_context():
+        db.session.get(App, key.app_id).fraud_deny_whatsapp = ""
+        db.session.commit()
+        bump_epoch()
+    assert [send(client, key, pumped(1)).status_code for _ in range(3)] == [201, 201, 429]
+
+
+def test_the_monitor_counts_only_the_sends_left_unverified(app, client):
+    key = make_key(app, "shop", fraud_unverified_prefix=4)
+    ids = [send(client, key, pumped(i), code=CODE).json["id"] for i in range(4)]
+    for otp_id in ids[:2]:
+        assert verify(client, key, otp_id, CODE).status_code == 200
+    # The counter is at 4: the database says 2 are unverified, so sending goes on...
+    assert send(client, key, pumped(4), code=CODE).status_code == 201
+    assert send(client, key, pumped(5), code=CODE).status_code == 201
+    # ...until 4 are: the next send blocks the prefix.
+    refused = send(client, key, pumped(6), code=CODE)
+    assert (refused.status_code, refused.json["error"]["details"]["reason"]) == (403, "prefix_low_conversion")

@@ -36,13 +36,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
+import redis
+from flask import current_app
 from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import FraudBlocked
-from ..extensions import db, redis_client
+from ..extensions import db, limiter, redis_client
 from ..models import App, Event, Otp
 from ..settings import settings
 from ..util import new_id, utcnow
@@ -196,15 +199,21 @@ return 0
 """
 
 
+def _conn() -> redis.Redis:
+    """The send limits' Redis (RATELIMIT_STORAGE_URI): the guard's counters are rate limits too,
+    and a send's checks then all fall before its commit, on the store they share."""
+    storage = limiter.storage
+    return storage.get_connection() if type(storage) is RedisStorage else redis_client.conn
+
+
 def _script(name: str, source: str):
-    conn = redis_client.conn
-    cache = _scripts.get(name)
-    if cache is None or cache[0] is not conn:
-        cache = _scripts[name] = (conn, conn.register_script(source))
-    return cache[1]
-
-
-_scripts: dict[str, tuple] = {}
+    """`source` registered on `_conn()`, once per app and connection."""
+    conn = _conn()
+    key = f"wpotp_fraud_{name}"
+    registered = current_app.extensions.get(key)
+    if registered is None or registered[0] is not conn:
+        registered = current_app.extensions[key] = (conn, conn.register_script(source))
+    return registered[1]
 
 
 # --- the guard ---------------------------------------------------------------------------------
@@ -256,7 +265,7 @@ def _check_conversion(app: App, t: Target, limits: Thresholds, keys: list[str], 
         _script("block", _BLOCK)([keys[which - 1], keys[which + 3], keys[6]],
                                  [limits.block_seconds, int(time.time()), member])
         return [3, which, limits.block_seconds]
-    redis_client.conn.set(keys[which + 3], unverified, ex=limits.window)
+    _conn().set(keys[which + 3], unverified, ex=limits.window)
     return None
 
 
@@ -326,14 +335,14 @@ class Block:
 def current_blocks(app: App) -> list[Block]:
     """The app's blocks in force, soonest to end first (the index drops the ended ones here)."""
     now = time.time()
-    with redis_client.conn.pipeline() as pipe:
+    with _conn().pipeline() as pipe:
         pipe.zremrangebyscore(index_key(app.id), "-inf", now)
         pipe.zrange(index_key(app.id), 0, 199, withscores=True)
         _, rows = pipe.execute()
     blocks = [Block(m.decode() if isinstance(m, bytes) else m, score) for m, score in rows]
     if not blocks:
         return []
-    with redis_client.conn.pipeline() as pipe:
+    with _conn().pipeline() as pipe:
         for b in blocks:
             pipe.exists(_key(app.id, "block", b.member))
         alive = pipe.execute()
@@ -345,7 +354,7 @@ def unblock(app: App, member: str) -> bool:
     Returns whether there was one."""
     if not (member.startswith(("c:", "p:")) and 2 < len(member) <= 20 and member[2:].isalnum()):
         return False
-    with redis_client.conn.pipeline() as pipe:
+    with _conn().pipeline() as pipe:
         pipe.delete(_key(app.id, "block", member))
         pipe.delete(_key(app.id, "unverified", member))
         pipe.zrem(index_key(app.id), member)
