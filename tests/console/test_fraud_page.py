@@ -14,7 +14,7 @@ from wpotp.models import App, AuditEntry
 
 from .conftest import form_token
 
-SHOTS = "/tmp/wpotp-fraud-shots"  # noqa: S108  (screenshots to look at, not test data)
+SHOTS = "/tmp/wpotp-fraud-shots"  # noqa: S108  (a screenshot to look at; Playwright makes the folder)
 
 
 def pump(client, key, count: int) -> list[int]:

@@ -220,3 +220,17 @@ def test_the_monitor_counts_only_the_sends_left_unverified(app, client):
     # ...until 4 are: the next send blocks the prefix.
     refused = send(client, key, pumped(6), code=CODE)
     assert (refused.status_code, refused.json["error"]["details"]["reason"]) == (403, "prefix_low_conversion")
+
+
+def test_the_dialects_answer_the_refusal_in_their_own_styles(app, client):
+    key = make_key(app, "shop", fraud_deny_whatsapp="TR")
+    wawp = client.get("/compat/wawp/v2/auth/otp/send", query_string={
+        "chatId": "905551110001", "instance_id": key.app_id, "access_token": key.secret})
+    assert wawp.status_code == 403
+    assert (wawp.json["code"], wawp.json["reason"], wawp.json["country"]) == ("fraud_blocked", "geo_denied", "TR")
+    otpapi = client.post("/compat/otpapi/otp/send", headers=key.headers,
+                         json={"appid": key.app_id, "recipient": pumped(1), "channel": "whatsapp"})
+    assert otpapi.status_code == 403
+    assert otpapi.json["error"]["code"] == "FRAUD_BLOCKED"
+    assert otpapi.json["error"]["details"]["reason"] == "geo_denied"
+    assert otp_rows(app) == 0
