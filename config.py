@@ -229,6 +229,7 @@ class Config:
         self.APP_DAILY_SEND_CAP = env_int("APP_DAILY_SEND_CAP", 10000, minimum=1)
         self.SEND_RETRY_DELAYS = env_int_list("SEND_RETRY_DELAYS", "2,5,15,30,60")
         self.RESEND_MAX = env_int("RESEND_MAX", 3)
+        self.load_fraud_guard()
         self.RESEND_INTERVAL = env_int("RESEND_INTERVAL", 30)
         self.STUCK_QUEUED_AFTER = env_int("STUCK_QUEUED_AFTER", 60, minimum=5)
         # The batch send path (jobs/enqueue.py): N (16, the default) = the web tier appends sends to a
@@ -256,6 +257,19 @@ class Config:
         self.WORKER_STOP_TIMEOUT = env_int("WORKER_STOP_TIMEOUT", 20, minimum=0)
         self.PORT = env_int("PORT", 8000, minimum=1)
         self.WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
+
+    def load_fraud_guard(self) -> None:
+        """The fraud guard against SMS pumping (docs/fraud.md); each app may override every threshold."""
+        self.FRAUD_GUARD = env_bool("FRAUD_GUARD", True)
+        self.FRAUD_COUNTRY_LIMIT = env_limit("FRAUD_COUNTRY_LIMIT", "1000/hour")
+        self.FRAUD_PREFIX_LIMIT = env_limit("FRAUD_PREFIX_LIMIT", "60/hour")
+        self.FRAUD_PREFIX_DIGITS = env_int("FRAUD_PREFIX_DIGITS", 5, minimum=1)
+        if self.FRAUD_PREFIX_DIGITS > 12:
+            raise ConfigError(f"FRAUD_PREFIX_DIGITS must be at most 12, not {self.FRAUD_PREFIX_DIGITS}")
+        self.FRAUD_UNVERIFIED_PREFIX = env_int("FRAUD_UNVERIFIED_PREFIX", 20, minimum=1)
+        self.FRAUD_UNVERIFIED_COUNTRY = env_int("FRAUD_UNVERIFIED_COUNTRY", 200, minimum=1)
+        self.FRAUD_CONVERSION_WINDOW = env_int("FRAUD_CONVERSION_WINDOW", 3600, minimum=60)
+        self.FRAUD_BLOCK_SECONDS = env_int("FRAUD_BLOCK_SECONDS", 3600, minimum=60)
 
     def load_whatsapp(self, production: bool) -> None:
         """Cloud API and gateway settings. Their completeness is checked by `provider_problems`."""
@@ -343,6 +357,10 @@ class TestConfig(Config):
         self.SANDBOX_RECEIPT_DELAY = 0
         self.RECEIPT_BATCH = 0  # receipts applied in the webhook request; the queue's tests turn it on
         self.API_RATE_LIMIT = "100000/minute"
+        # The fraud guard stays on, with thresholds no other test reaches; tests/otp/test_fraud.py
+        # sets each app's own.
+        self.FRAUD_COUNTRY_LIMIT = self.FRAUD_PREFIX_LIMIT = "1000000/hour"
+        self.FRAUD_UNVERIFIED_PREFIX = self.FRAUD_UNVERIFIED_COUNTRY = 1000000
         self.WEBHOOK_ALLOW_PRIVATE = True
         # Console tests sign in hundreds of times: one pbkdf2 round instead of ~0.3 s of scrypt each.
         self.PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"  # noqa: S105  (a method name, not a password)

@@ -59,9 +59,12 @@ def build_app(redis_url: str, instance: Path):
     from wpotp.otp.templates import seed_default_templates
 
     redis.Redis.from_url(redis_url).flushdb()
-    # TestConfig: a throw-away instance; the API limit set back to the product default for the pictures.
+    # TestConfig: a throw-away instance; the API limit and the fraud guard's thresholds set back to the
+    # product defaults for the pictures.
     app = create_app(TestConfig(f"sqlite:///{instance / 'wpotp.db'}", instance, LOG_LEVEL="WARNING",
-                                API_RATE_LIMIT="120/minute"))
+                                API_RATE_LIMIT="120/minute", FRAUD_COUNTRY_LIMIT="1000/hour",
+                                FRAUD_PREFIX_LIMIT="60/hour", FRAUD_UNVERIFIED_PREFIX=20,
+                                FRAUD_UNVERIFIED_COUNTRY=200))
     with app.app_context():
         upgrade_database(app)
         seed_default_templates()
@@ -127,7 +130,26 @@ def seed(app, receiver_url: str) -> dict:
         if n == 7:
             client.post(f"/v1/otp/{otp_id}/cancel", headers=headers)
     run_worker(app)
+    pump(app, client, test_secret)
     return {"otp_id": sent[0][0]}
+
+
+def pump(app, client, secret: str) -> None:
+    """SMS pumping for the Fraud guard page: a burst to one Nigerian range, never verified, and a
+    denied country, so the page shows a block and its refusals."""
+    from wpotp.cache import bump_epoch
+    from wpotp.extensions import db
+    from wpotp.models import App
+
+    with app.app_context():
+        default = db.session.query(App).filter_by(name="default").one()
+        default.fraud_unverified_prefix, default.fraud_deny_sms, default.fraud_deny_whatsapp = 6, "NG,LT", "LT"
+        db.session.commit()
+        bump_epoch()  # the API serves the new settings from its next request
+    headers = {"Authorization": f"Bearer {secret}"}
+    for i in range(9):
+        client.post("/v1/otp/send", json={"recipient": f"+234803123{4500 + i:04d}"}, headers=headers)
+    client.post("/v1/otp/send", json={"recipient": "+37061234567"}, headers=headers)
 
 
 def serve(app) -> tuple[str, object]:
@@ -160,6 +182,7 @@ def pages(app, seeded: dict) -> list[tuple[str, str]]:
         ("webhook-delivery", "console.webhook_delivery",
          f"/console/webhooks/deliveries/{delivery.id}" if delivery else ""),
         ("settings", "console.settings", "/console/settings"),
+        ("fraud", "console.fraud_guard", "/console/fraud"),
         ("sandbox", "console.sandbox", "/console/sandbox"),
         ("users", "console.users", "/console/users"),
         ("audit", "console.audit", "/console/audit"),

@@ -35,6 +35,12 @@ class CountryNotAllowed(WpotpError):
     status, code, message = 400, "COUNTRY_NOT_ALLOWED", "The recipient's country is not allowed for this app."
 
 
+class FraudBlocked(WpotpError):
+    """The fraud guard refused the send (SPEC §12); `details.reason` and `details.country` say why."""
+
+    status, code, message = 403, "FRAUD_BLOCKED", "The fraud guard refused this send."
+
+
 class Unauthorized(WpotpError):
     status, code, message = 401, "unauthorized", "Missing, unknown or revoked API key."
 

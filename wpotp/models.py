@@ -49,6 +49,18 @@ class App(db.Model):
     recipient_rate_limit: Mapped[str | None] = mapped_column(String(100))
     daily_send_cap: Mapped[int | None] = mapped_column(Integer)
     default_language: Mapped[str] = mapped_column(String(16), default="en")
+    # The fraud guard (wpotp/otp/fraud.py, docs/fraud.md). Geo permissions per channel: comma-separated
+    # ISO regions, empty = no list. The rest override the FRAUD_* settings; NULL means "use the setting".
+    fraud_allow_whatsapp: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    fraud_deny_whatsapp: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    fraud_allow_sms: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    fraud_deny_sms: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    fraud_guard: Mapped[bool | None] = mapped_column(Boolean)
+    fraud_country_limit: Mapped[str | None] = mapped_column(String(100))
+    fraud_prefix_limit: Mapped[str | None] = mapped_column(String(100))
+    fraud_unverified_prefix: Mapped[int | None] = mapped_column(Integer)
+    fraud_unverified_country: Mapped[int | None] = mapped_column(Integer)
+    fraud_block_seconds: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     def allowed_country_set(self) -> set[str]:

@@ -29,6 +29,14 @@ class ServiceSettings:
     send_batch: int  # SEND_BATCH (0: one RQ job per send)
     receipt_batch: int  # RECEIPT_BATCH (0: receipts applied in the webhook request)
     provider_timeout: int  # PROVIDER_TIMEOUT
+    fraud_guard: bool  # FRAUD_GUARD, an app's own switch wins
+    fraud_country_limit: str  # FRAUD_COUNTRY_LIMIT, an app's own wins
+    fraud_prefix_limit: str  # FRAUD_PREFIX_LIMIT, an app's own wins
+    fraud_prefix_digits: int  # FRAUD_PREFIX_DIGITS
+    fraud_unverified_prefix: int  # FRAUD_UNVERIFIED_PREFIX, an app's own wins
+    fraud_unverified_country: int  # FRAUD_UNVERIFIED_COUNTRY, an app's own wins
+    fraud_conversion_window: int  # FRAUD_CONVERSION_WINDOW
+    fraud_block_seconds: int  # FRAUD_BLOCK_SECONDS, an app's own wins
     sms_provider: str = "sandbox"  # SMS_PROVIDER: where live keys' channel-sms sends go
 
     @classmethod
@@ -40,6 +48,13 @@ class ServiceSettings:
                    stuck_queued_after=int(config["STUCK_QUEUED_AFTER"]), send_batch=int(config["SEND_BATCH"]),
                    receipt_batch=int(config["RECEIPT_BATCH"]),
                    provider_timeout=int(config["PROVIDER_TIMEOUT"]),
+                   fraud_guard=bool(config["FRAUD_GUARD"]), fraud_country_limit=config["FRAUD_COUNTRY_LIMIT"],
+                   fraud_prefix_limit=config["FRAUD_PREFIX_LIMIT"],
+                   fraud_prefix_digits=int(config["FRAUD_PREFIX_DIGITS"]),
+                   fraud_unverified_prefix=int(config["FRAUD_UNVERIFIED_PREFIX"]),
+                   fraud_unverified_country=int(config["FRAUD_UNVERIFIED_COUNTRY"]),
+                   fraud_conversion_window=int(config["FRAUD_CONVERSION_WINDOW"]),
+                   fraud_block_seconds=int(config["FRAUD_BLOCK_SECONDS"]),
                    sms_provider=config.get("SMS_PROVIDER", "sandbox"))
 
 

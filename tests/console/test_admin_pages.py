@@ -120,7 +120,8 @@ def test_a_viewer_sees_keys_but_cannot_create_or_revoke(app, live_server, logged
 
 ADMIN_POSTS = ["/console/keys", "/console/keys/key_x/revoke", "/console/users", "/console/users/usr_x/role",
                "/console/users/usr_x/delete", "/console/settings", "/console/templates/sync", "/console/webhooks",
-               "/console/webhooks/rotate", "/console/webhooks/deliveries/whd_x/redeliver"]
+               "/console/webhooks/rotate", "/console/webhooks/deliveries/whd_x/redeliver", "/console/fraud/settings",
+               "/console/fraud/unblock"]
 
 
 def test_every_admin_action_answers_403_to_a_viewer(app, console_client, viewer_user):
@@ -134,7 +135,7 @@ def test_every_admin_action_answers_403_to_a_viewer(app, console_client, viewer_
 def test_a_viewer_reads_every_admin_page(app, console_client, viewer_user):
     client = console_client(viewer_user)
     for path in ("/console/keys", "/console/users", "/console/audit", "/console/settings", "/console/sandbox",
-                 "/console/templates", "/console/webhooks"):
+                 "/console/templates", "/console/webhooks", "/console/fraud"):
         answer = client.get(path)
         html = answer.get_data(as_text=True)
         assert answer.status_code == 200, path
@@ -505,7 +506,7 @@ def test_console_pages_have_no_inline_script_or_style(app, console_client, admin
     pages = ["/console/", "/console/keys", "/console/users", "/console/audit",
              "/console/settings", "/console/sandbox", "/console/templates", "/console/webhooks",
              "/console/otps", f"/console/otps/{otp_id}", "/console/attempts", "/console/rate-limits",
-             "/console/reports"]
+             "/console/reports", "/console/fraud"]
     checked = 0
     for path in ["/console/login", *pages]:
         answer = (client if path == "/console/login" else signed_in).get(path)
@@ -528,7 +529,7 @@ def test_no_page_breaks_the_content_security_policy_in_a_browser(app, live_serve
     page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
     for path in ("/console/", "/console/keys", "/console/users", "/console/audit", "/console/settings",
                  "/console/sandbox", "/console/templates", "/console/webhooks", "/console/otps",
-                 "/console/reports"):
+                 "/console/reports", "/console/fraud"):
         page.goto(live_server.url(path))
         page.wait_for_load_state("networkidle")
     assert violations == []

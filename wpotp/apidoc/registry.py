@@ -29,6 +29,8 @@ BODY = {400: ["VALIDATION_ERROR"], 413: ["PAYLOAD_TOO_LARGE"]}
 # An {otp_id} of `send` routes to POST /v1/otp/send (405 for other methods); one with an encoded
 # `/` reaches no route (404 NOT_FOUND).
 BY_OTP_ID = {404: ["OTP_NOT_FOUND", "NOT_FOUND"], 405: ["METHOD_NOT_ALLOWED"]}
+# The fraud guard (wpotp/otp/fraud.py) on every send and resend.
+FRAUD = {403: ["FRAUD_BLOCKED"]}
 
 
 @dataclass
@@ -85,8 +87,8 @@ NATIVE: dict[str, Op] = {
     "api.list_templates": Op("The templates an OTP or message can use", {200: a.TemplateList}, GATED,
                              tag="Templates"),
     "api.send": Op("Send an OTP", {201: a.OtpSummary, 200: a.OtpSummary}, merge(
-        GATED, BODY, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED"], 404: ["TEMPLATE_NOT_FOUND"],
-                      409: ["REFERENCE_CONFLICT"]}),
+        GATED, BODY, FRAUD, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED"], 404: ["TEMPLATE_NOT_FOUND"],
+                             409: ["REFERENCE_CONFLICT"]}),
         body=SendOtpBody, example=SEND_EXAMPLE, links=OTP_LINKS,
         answer_examples={201: SENT_EXAMPLE, 400: INVALID_PHONE_EXAMPLE},
         description="201 with a new OTP; 200 with the active OTP of the same `reference` and recipient "
@@ -99,8 +101,8 @@ NATIVE: dict[str, Op] = {
         body=VerifyBody, example={"code": "482913"}, answer_examples={200: VERIFIED_EXAMPLE}),
     "api.show": Op("One OTP with its timeline", {200: a.Otp}, merge(GATED, BY_OTP_ID)),
     "api.resend": Op("Resend an OTP (a new code; the old one dies)", {200: a.Otp}, merge(
-        GATED, BODY, BY_OTP_ID, {409: ["OTP_ALREADY_VERIFIED", "OTP_CANCELED", "OTP_FAILED"],
-                                 400: ["OTP_EXPIRED"], 429: ["TOO_MANY_ATTEMPTS"]}),
+        GATED, BODY, BY_OTP_ID, FRAUD, {409: ["OTP_ALREADY_VERIFIED", "OTP_CANCELED", "OTP_FAILED"],
+                                        400: ["OTP_EXPIRED"], 429: ["TOO_MANY_ATTEMPTS"]}),
         body=ResendBody, example={"channel": "sms"},
         description="The body is optional: `channel` sends this code over `whatsapp`, `sms` or `auto` "
                     "(WhatsApp first); without it the last send's channel is kept."),
@@ -137,7 +139,7 @@ def _dialect_docs(name: str) -> dict[str, Op]:
 WHATOTP: dict[str, Op] = {
     **_dialect_docs("whatotp"),
     "compat_whatotp.send": Op("Start a verification session", {200: ca.WhatotpSession}, merge(
-        GATED, BODY, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED"], 404: ["TEMPLATE_NOT_FOUND"]}),
+        GATED, BODY, FRAUD, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED"], 404: ["TEMPLATE_NOT_FOUND"]}),
         body=whatotp.SendBody, example={"to": "+905551112233", "channel": "whatsapp"}),
     "compat_whatotp.verify": Op("Verify a session's code", {200: ca.WhatotpVerified}, merge(
         GATED, BODY, {400: ["INVALID_CODE", "OTP_EXPIRED"], 404: ["OTP_NOT_FOUND"],
@@ -153,8 +155,8 @@ WAWP_GATED = {401: ["unauthorized"], 429: ["rate_limited"], 503: ["service_unava
 WAWP: dict[str, Op] = {
     **_dialect_docs("wawp"),
     "compat_wawp.send": Op("Send a verification code to a chat", {200: ca.WawpSent}, merge(
-        WAWP_GATED, {400: ["validation_error", "invalid_phone", "country_not_allowed"], 404: ["template_not_found"],
-                     409: ["reference_conflict"], 413: ["payload_too_large"]}),
+        WAWP_GATED, {400: ["validation_error", "invalid_phone", "country_not_allowed"], 403: ["fraud_blocked"],
+                     404: ["template_not_found"], 409: ["reference_conflict"], 413: ["payload_too_large"]}),
         query=wawp.SendParams, form=True,
         example={"instance_id": "app_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C", "access_token": "wpotp_test_...",
                  "chatId": "905551112233", "lang": "en"}),
@@ -171,8 +173,8 @@ OWN_ERRORS = merge(GATED, {400: ["VALIDATION_ERROR"]})
 OTPAPI: dict[str, Op] = {
     **_dialect_docs("otpapi"),
     "compat_otpapi.send": Op("Send a verification", {201: "verification", 200: "verification"}, merge(
-        OWN_ERRORS, BODY, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED", "CHANNEL_NOT_SUPPORTED"],
-                           404: ["TEMPLATE_NOT_FOUND"], 409: ["REFERENCE_CONFLICT"]}),
+        OWN_ERRORS, BODY, FRAUD, {400: ["INVALID_PHONE", "COUNTRY_NOT_ALLOWED", "CHANNEL_NOT_SUPPORTED"],
+                                  404: ["TEMPLATE_NOT_FOUND"], 409: ["REFERENCE_CONFLICT"]}),
         body=(otpapi.SendOwn, SendOtpBody, otpapi.SEND),  # type: ignore[arg-type]
         example={"appid": "app_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C", "recipient": "+905551112233", "channel": "whatsapp"}),
     "compat_otpapi.verify": Op("Verify a code", {200: "verified"}, merge(
@@ -181,7 +183,7 @@ OTPAPI: dict[str, Op] = {
         body=(otpapi.VerifyOwn, VerifyBody, otpapi.VERIFY),  # type: ignore[arg-type]
         example={"appid": "app_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C", "verification_id": OTP_ID, "otp_code": "482913"}),
     "compat_otpapi.resend": Op("Resend a verification", {200: "verification+timeline"}, merge(
-        OWN_ERRORS, BODY, {404: ["OTP_NOT_FOUND"], 400: ["OTP_EXPIRED"],
+        OWN_ERRORS, BODY, FRAUD, {404: ["OTP_NOT_FOUND"], 400: ["OTP_EXPIRED"],
                            409: ["OTP_ALREADY_VERIFIED", "OTP_CANCELED", "OTP_FAILED"], 429: ["TOO_MANY_ATTEMPTS"]}),
         body=(otpapi.ByIdOwn, None, {}),  # type: ignore[arg-type]
         example={"appid": "app_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C", "verification_id": OTP_ID}),

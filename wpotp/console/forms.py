@@ -6,7 +6,7 @@ import re
 
 import phonenumbers
 from flask_wtf import FlaskForm
-from limits import parse_many
+from limits import parse, parse_many
 from wtforms import (
     EmailField,
     IntegerField,
@@ -99,3 +99,49 @@ class WebhookForm(FlaskForm):
                       description="https://... where events are POSTed.")
     events = MultiCheckboxField("Events", choices=[SelectChoice(e) for e in PUBLIC_EVENTS],
                                 validators=[DataRequired(message="Pick at least one event.")])
+
+
+def _one_limit(form, field) -> None:
+    if field.data:
+        try:
+            parse(field.data)
+        except ValueError:
+            raise ValidationError("Write one limit like 60/hour or 1000/day.") from None
+
+
+GUARD_CHOICES = [SelectChoice("", "server setting (FRAUD_GUARD)"), SelectChoice("on", "on"),
+                 SelectChoice("off", "off")]
+
+
+class FraudForm(FlaskForm):
+    """The fraud guard's per-app settings (docs/fraud.md); an empty field uses the server setting."""
+    fraud_guard = SelectField("Fraud guard", choices=GUARD_CHOICES, default="",
+                              description="Geo lists, velocity and the conversion monitor for this app.")
+    fraud_allow_whatsapp = StringField("WhatsApp: allowed countries", validators=[Optional(), Length(max=1000),
+                                                                                  _countries],
+                                       description="ISO codes; empty allows every country not denied.")
+    fraud_deny_whatsapp = StringField("WhatsApp: denied countries", validators=[Optional(), Length(max=1000),
+                                                                                _countries],
+                                      description="ISO codes refused with 403 FRAUD_BLOCKED.")
+    fraud_allow_sms = StringField("SMS: allowed countries", validators=[Optional(), Length(max=1000), _countries],
+                                  description="ISO codes; empty allows every country not denied.")
+    fraud_deny_sms = StringField("SMS: denied countries", validators=[Optional(), Length(max=1000), _countries],
+                                 description="ISO codes refused with 403 FRAUD_BLOCKED.")
+    fraud_country_limit = StringField("Sends per country", validators=[Optional(), Length(max=100), _one_limit],
+                                      description="One limit, e.g. 1000/hour.")
+    fraud_prefix_limit = StringField("Sends per number prefix", validators=[Optional(), Length(max=100), _one_limit],
+                                     description="One limit, e.g. 60/hour.")
+    fraud_unverified_country = IntegerField("Unverified sends per country",
+                                            validators=[Optional(), NumberRange(1, 10_000_000)],
+                                            description="Past this many sends without a verify, the country "
+                                                        "is blocked.")
+    fraud_unverified_prefix = IntegerField("Unverified sends per prefix",
+                                           validators=[Optional(), NumberRange(1, 10_000_000)],
+                                           description="Past this many sends without a verify, the prefix "
+                                                       "is blocked.")
+    fraud_block_seconds = IntegerField("Block for (seconds)", validators=[Optional(), NumberRange(60, 30 * 86400)],
+                                       description="How long an automatic block lasts, 60 s to 30 days.")
+
+
+class UnblockForm(FlaskForm):
+    member = StringField("Block", validators=[DataRequired(), Length(max=20), Regexp(r"^[cp]:[0-9A-Z]{1,16}$")])

@@ -37,7 +37,7 @@ from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, Webhoo
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
-from . import store
+from . import fraud, store
 from .codes import code_matches, generate_code, hash_code, seal_code
 from .events import record_event
 from .limits import consume_send
@@ -94,6 +94,7 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[store.OtpView
     allowed = app.allowed_country_set()
     if allowed and country not in allowed:
         raise CountryNotAllowed(details={"country": country, "allowed": sorted(allowed)})
+    fraud.guard(app, recipient, country, getattr(req, "channel", None) or "whatsapp")
     template = resolve_template(req.template_id, req.language, app.default_language)
     if req.reference:
         existing = _active_by_reference(app, req.reference, recipient)
@@ -399,6 +400,7 @@ def resend_otp(app: App, otp_id: str, channel: str | None = None) -> Otp:
     if wait > 0:
         raise RateLimited(f"1 send per {cfg.resend_interval} seconds per OTP", int(wait) + 1,
                           f"Resend allowed {int(wait) + 1} s from now.")
+    fraud.guard(app, otp.recipient, otp.country, getattr(otp, "channel", None) or "whatsapp")
     code = generate_code(otp.code_length)
     generation = otp.generation + 1
     channel = otp.channel if channel is None else sending_channel(channel)
