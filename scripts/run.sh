@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: database, Redis (if none answers), web (gunicorn) and worker, sandbox provider.
-# Prints how to log in and a fresh test API key. Ctrl-C stops everything it started.
+# Prints how to log in and the development test API key (the same one on every run: `wpotp dev-key`).
+# Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -31,7 +32,12 @@ init_out=$("${FLASK[@]}" wpotp init)
 echo "$init_out"
 admin_password=""
 if grep -q "created admin user" <<<"$init_out"; then admin_password=$(tail -n 1 <<<"$init_out"); fi
-key_out=$("${FLASK[@]}" wpotp create-key --app default --mode test --name "make run")
+# The same test key as the last run (or a new one, with the keys of older runs revoked), not one more
+# valid key per start. NEW_DEV_KEY=1 make run revokes it and makes another.
+dev_key_args=(--app default --name "make run")
+if [ -n "${NEW_DEV_KEY:-}" ]; then dev_key_args+=(--new); fi
+key_out=$("${FLASK[@]}" wpotp dev-key "${dev_key_args[@]}")
+head -n -2 <<<"$key_out"
 test_key=$(tail -n 1 <<<"$key_out")
 
 .venv/bin/gunicorn -c gunicorn.conf.py wsgi:app >>"$LOG_DIR/web.log" 2>&1 &
@@ -56,12 +62,14 @@ if [ -n "$admin_password" ]; then
   echo "  Password:     $admin_password   (shown once; this is the first run)"
 else
   echo "  Password:     set on the first run. To set a new one:"
-  echo "                ${FLASK[*]} wpotp create-user --email admin@localhost --password NEW-PASSWORD --role admin"
+  echo "                ${FLASK[*]} wpotp create-user --email admin@localhost --role admin"
+  echo "                (it asks for the password, so that it stays out of your shell history)"
 fi
 cat <<BANNER
   Console:      $base/console/
 
-  Test API key (sandbox: codes appear in the sandbox outbox, never on WhatsApp):
+  Test API key (sandbox: codes appear in the sandbox outbox, never on WhatsApp; the same key on
+  every run, until you start with NEW_DEV_KEY=1 make run):
     export WPOTP_KEY=$test_key
 
   Try it:

@@ -3,26 +3,57 @@ alone on the last line of its output, so scripts can take it with `tail -n 1`.""
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import hmac
+import os
 import re
 import secrets
+import socket
 import sys
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from .cache import bump_epoch
 from .extensions import db
 from .models import ApiKey, App, AuditEntry, Event, User
 from .otp.codes import hash_api_key
 from .otp.templates import seed_default_templates
-from .util import iso, random_base62, utcnow
+from .util import BASE62, iso, new_id, random_base62, utcnow
 
 cli = AppGroup("wpotp", help="wpotp administration.")
 
 DEFAULT_ADMIN_EMAIL = "admin@localhost"
+CLI_ACTOR = "cli"  # AuditEntry.actor of every CLI action; who ran it is in details (os_user, host)
 
+
+def os_user() -> str:
+    """Who runs the command: the person behind `sudo -u wpotp ...` (SUDO_USER), else the login name."""
+    return os.environ.get("SUDO_USER") or _login_name()
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no LOGNAME/USER and no passwd entry (a bare container)
+        return f"uid-{os.getuid()}"
+
+
+def cli_audit(action: str, target: str | None = None, **details) -> AuditEntry:
+    """Add an audit entry for a CLI action to the session, as the console's audit() does; the caller
+    commits it with the change, so a change and its entry land together or not at all.
+
+    `details` must never hold a secret. The entry's actor is `cli`; the OS user (and, under sudo, the
+    account it ran as) and the host name go into its details, and the console shows `cli:<os user>`."""
+    who = {"os_user": os_user(), "host": socket.gethostname()[:100]}
+    if who["os_user"] != _login_name():
+        who["run_as"] = _login_name()
+    entry = AuditEntry(actor=CLI_ACTOR, action=action, target=target, details={**details, **who})
+    db.session.add(entry)
+    return entry
 
 def find_app(name_or_id: str) -> App:
     app = db.session.scalars(select(App).where(or_(App.name == name_or_id, App.id == name_or_id))).first()
@@ -31,30 +62,57 @@ def find_app(name_or_id: str) -> App:
     return app
 
 
+# Database, apps, users ----------------------------------------------------------------------
+
 @cli.command("init")
 def init_command() -> None:
     """Apply migrations; create the default app, templates and (if none) an admin user."""
     from . import upgrade_database
 
+    before = _schema_revision()
     upgrade_database(current_app)
+    after = _schema_revision()
+    if before != after:
+        cli_audit("database.upgrade", None, **{"from": before, "to": after})
     if db.session.scalars(select(App).where(App.name == "default")).first() is None:
-        db.session.add(App(name="default"))
+        app = App(name="default")
+        db.session.add(app)
+        db.session.flush()
+        cli_audit("app.create", app.id, name=app.name)
         click.echo("created app 'default'")
     created = seed_default_templates()
     if created:
+        cli_audit("templates.seed", None, created=created)
         click.echo(f"created {created} default template(s)")
-    password = None
-    if db.session.scalars(select(User)).first() is None:
-        password = secrets.token_urlsafe(12)
-        user = User(email=DEFAULT_ADMIN_EMAIL, role="admin")
-        user.set_password(password)
-        db.session.add(user)
+    password = _first_admin()
     db.session.commit()
     bump_epoch()  # the default app and templates
     click.echo("database is up to date")
     if password:
         click.echo(f"created admin user {DEFAULT_ADMIN_EMAIL}; its password is on the next line")
         click.echo(password)
+
+
+def _schema_revision() -> str | None:
+    """The Alembic revision the database is at (None before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ",".join(sorted(heads)) or None
+
+
+def _first_admin() -> str | None:
+    """When there is no user at all, add the admin `admin@localhost`; returns its password."""
+    if db.session.scalars(select(User)).first() is not None:
+        return None
+    password = secrets.token_urlsafe(12)
+    user = User(email=DEFAULT_ADMIN_EMAIL, role="admin")
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    cli_audit("user.create", user.id, email=user.email, role=user.role, generated_password=True)
+    return password
 
 
 @cli.command("create-user")
@@ -65,20 +123,37 @@ def init_command() -> None:
 @click.option("--role", type=click.Choice(["admin", "viewer"]), required=True)
 def create_user_command(email: str, password: str | None, role: str) -> None:
     """Create a console user, or reset the password and role of an existing one."""
+    email = email.strip().lower()
+    user = db.session.scalars(select(User).where(User.email == email)).first()
+    if user is not None and user.role == "admin" and role != "admin" and _admins() <= 1:
+        raise click.ClickException(f"{email} is the last admin: make another admin first")
     if password is None:
         password = _read_password()
     if len(password) < 8:
         raise click.ClickException("the password must be at least 8 characters")
-    email = email.strip().lower()
-    user = db.session.scalars(select(User).where(User.email == email)).first()
     verb = "updated" if user else "created"
     if user is None:
         user = User(email=email, role=role)
+        user.set_password(password)
         db.session.add(user)
-    user.role = role
-    user.set_password(password)
+        db.session.flush()
+        cli_audit("user.create", user.id, email=email, role=role, generated_password=False)
+    else:
+        _reset_user(user, role, password)
     db.session.commit()
     click.echo(f"{verb} {role} user {email}")
+
+
+def _admins() -> int:
+    return db.session.scalar(select(func.count()).select_from(User).where(User.role == "admin"))
+
+
+def _reset_user(user: User, role: str, password: str) -> None:
+    user.set_password(password)
+    cli_audit("user.password", user.id, email=user.email)
+    if user.role != role:
+        cli_audit("user.role", user.id, email=user.email, old=user.role, new=role)
+        user.role = role
 
 
 def _read_password() -> str:
@@ -106,19 +181,33 @@ def create_app_command(name: str) -> None:
         raise click.ClickException(f"an app named {name!r} exists already")
     app = App(name=name)
     db.session.add(app)
+    db.session.flush()
+    cli_audit("app.create", app.id, name=name)
     db.session.commit()
     bump_epoch()
     click.echo(f"created app {name!r}")
     click.echo(app.id)
 
 
-def issue_key(app: App, mode: str, name: str = "") -> tuple[ApiKey, str]:
-    """Make an API key; the secret is returned once and only its keyed hash is kept."""
+# API keys -----------------------------------------------------------------------------------
+
+def issue_key(app: App, mode: str, name: str = "", *, commit: bool = True) -> tuple[ApiKey, str]:
+    """Make an API key; the secret is returned once and only its keyed hash is kept.
+
+    With `commit=False` the key is only added to the session, for the caller to commit with its
+    audit entry."""
     secret = f"wpotp_{mode}_{random_base62(40)}"
-    key = ApiKey(app_id=app.id, mode=mode, name=name, key_hash=hash_api_key(secret), prefix=secret[:15])
+    return _add_key(app, mode, name, secret, commit=commit), secret
+
+
+def _add_key(app: App, mode: str, name: str, secret: str, key_id: str | None = None,
+             commit: bool = True) -> ApiKey:
+    key = ApiKey(id=key_id or new_id("key"), app_id=app.id, mode=mode, name=name, key_hash=hash_api_key(secret),
+                 prefix=secret[:15])
     db.session.add(key)
-    db.session.commit()
-    return key, secret
+    if commit:
+        db.session.commit()
+    return key
 
 
 @cli.command("create-key")
@@ -127,7 +216,10 @@ def issue_key(app: App, mode: str, name: str = "") -> tuple[ApiKey, str]:
 @click.option("--name", default="", help="a label for staff")
 def create_key_command(app_name: str, mode: str, name: str) -> None:
     """Create an API key: its id on the line before the last, the secret (shown once) on the last."""
-    key, secret = issue_key(find_app(app_name), mode, name)
+    app = find_app(app_name)
+    key, secret = issue_key(app, mode, name, commit=False)
+    cli_audit("key.create", key.id, name=key.name, mode=key.mode, app=app.id)
+    db.session.commit()
     click.echo(f"created {mode} key for app {app_name!r}; the secret is shown once, on the last line")
     click.echo(key.id)
     click.echo(secret)
@@ -162,20 +254,74 @@ def revoke_key_command(key_id: str) -> None:
     key = db.session.get(ApiKey, key_id) if KEY_ID.match(key_id) else None
     if key is None:
         raise click.ClickException(f"no key {key_id!r}; `wpotp list-keys` shows them")
-    now = utcnow()
-    revoked = db.session.execute(  # compare-and-set: two revocations at once write one audit entry
-        update(ApiKey).where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
-        .execution_options(synchronize_session=False)).rowcount == 1
-    if not revoked:
+    if not _revoke(key):
         db.session.rollback()
         db.session.refresh(key)
         click.echo(f"key {key.id} ({key.prefix}) was already revoked at {iso(key.revoked_at)}")
         return
-    db.session.add(AuditEntry(actor="cli", action="key.revoke", target=key.id,
-                              details={"name": key.name, "prefix": key.prefix}))
     db.session.commit()
     click.echo(f"revoked key {key.id} ({key.prefix}): calls with it now get 401")
 
+
+def _revoke(key: ApiKey, **why) -> bool:
+    """Revoke `key` and add its audit entry, for the caller to commit; False if it was revoked already.
+
+    Compare-and-set: two revocations at once write one audit entry."""
+    revoked = db.session.execute(
+        update(ApiKey).where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if revoked:
+        cli_audit("key.revoke", key.id, name=key.name, prefix=key.prefix, **why)
+    return revoked
+
+
+DEV_KEY_NAME = "make run"
+
+
+@cli.command("dev-key")
+@click.option("--app", "app_name", default="default", show_default=True, help="the app's name or id")
+@click.option("--name", default=DEV_KEY_NAME, show_default=True,
+              help="the label that marks the development key (its earlier keys carry it too)")
+@click.option("--new", "fresh", is_flag=True, help="revoke the current development key and make another")
+def dev_key_command(app_name: str, name: str, fresh: bool) -> None:
+    """The development test key `make run` prints: the same key on every run, not one more each time.
+
+    The app's active test keys named NAME are the development keys. The newest whose secret can be
+    derived again (HMAC of SECRET_KEY and its id) is printed again; every other one (left by an
+    older `make run`, or made with another SECRET_KEY) is revoked. With none left, a new one is made.
+    Its id is on the line before the last, the secret on the last."""
+    app = find_app(app_name)
+    keys = db.session.scalars(select(ApiKey).where(ApiKey.app_id == app.id, ApiKey.mode == "test",
+                                                   ApiKey.name == name, ApiKey.revoked_at.is_(None))
+                              .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())).all()
+    kept = None if fresh else next((k for k in keys if k.key_hash == hash_api_key(dev_key_secret(k.id))), None)
+    revoked = [k.id for k in keys if k is not kept and _revoke(k, reason="dev-key")]
+    if kept is None:
+        key_id = new_id("key")
+        kept = _add_key(app, "test", name, dev_key_secret(key_id), key_id, commit=False)
+        cli_audit("key.create", kept.id, name=name, mode="test", app=app.id, dev_key=True)
+    db.session.commit()
+    made = "made a new" if kept.id not in {k.id for k in keys} else "reusing the"
+    click.echo(f"{made} development test key of app {app.name!r}" + (f"; revoked {', '.join(revoked)}"
+                                                                     if revoked else ""))
+    click.echo(kept.id)
+    click.echo(dev_key_secret(kept.id))
+
+
+def dev_key_secret(key_id: str) -> str:
+    """The development key's secret, derived from SECRET_KEY and the key's id, so it need not be
+    kept anywhere (the database holds only its keyed hash, like every key's). Whoever holds
+    SECRET_KEY can sign console sessions and make keys anyway: the derivation adds no power."""
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), f"wpotp dev-key:{key_id}".encode(),
+                      hashlib.sha512).digest()
+    number, chars = int.from_bytes(digest, "big"), []
+    while len(chars) < 40:
+        number, digit = divmod(number, 62)
+        chars.append(BASE62[digit])
+    return "wpotp_test_" + "".join(chars)
+
+
+# Workers, templates, webhooks, maintenance --------------------------------------------------
 
 @cli.command("worker")
 @click.option("--burst", is_flag=True, help="work until the queues are empty, then stop")
@@ -192,12 +338,20 @@ def worker_command(burst: bool, threads: int | None) -> None:
 @cli.command("sync-templates")
 def sync_templates_command() -> None:
     """Pull the WhatsApp Business account's message templates (Cloud API) into wpotp."""
-    from .otp.template_sync import sync_problems, sync_templates
+    from .otp.template_sync import TemplateSyncError, sync_problems, sync_templates
 
     problems = sync_problems(current_app.config)
     if problems:
         raise click.ClickException("; ".join(problems))
-    result = sync_templates()
+    try:
+        result = sync_templates()
+    except TemplateSyncError as exc:  # as the console: the failed try is on the record too
+        db.session.rollback()
+        cli_audit("templates.sync", None, ok=False, error=exc.message[:300])
+        db.session.commit()
+        raise
+    cli_audit("templates.sync", None, ok=True, **result)
+    db.session.commit()
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
 
@@ -214,6 +368,8 @@ def set_webhook_command(app_name: str, url: str, events: str) -> None:
         endpoint, secret = configure_endpoint(app, url, events.split(","), current_app.config["WEBHOOK_ALLOW_PRIVATE"])
     except ValueError as exc:  # an unknown event, or an unsafe URL (UnsafeUrl)
         raise click.ClickException(str(exc)) from None
+    cli_audit("webhook.set", app.id, url=endpoint.url, events=endpoint.events, new_secret=True,
+              prefix=endpoint.secret_prefix)
     db.session.commit()
     bump_epoch()
     click.echo(f"webhook for app {app.name!r}: {url} ({len(endpoint.events)} events); "
@@ -234,6 +390,8 @@ def redeliver_command(event_id: str) -> None:
         delivery = redeliver(event)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    cli_audit("webhook.redeliver", event.id, delivery=delivery.id, event_type=event.type)
+    db.session.commit()
     click.echo(f"queued {event.type} {event.id} to {delivery.url}")
     click.echo(delivery.id)
 
@@ -244,4 +402,7 @@ def sweep_command() -> None:
     from .otp.maintenance import sweep
 
     result = sweep()
+    if any(result.values()):  # a sweep that found nothing to do changed nothing
+        cli_audit("sweep", None, **result)
+        db.session.commit()
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))

@@ -344,9 +344,15 @@ class AuditEntry(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
-    actor: Mapped[str] = mapped_column(String(254))  # the user's email, or "cli"
+    actor: Mapped[str] = mapped_column(String(254))  # the user's email, or "cli" (details.os_user: who)
     action: Mapped[str] = mapped_column(String(64))  # e.g. "key.create", "webhook.rotate"
     target: Mapped[str | None] = mapped_column(String(64))  # an id: key_..., app_..., usr_...
     details: Mapped[dict] = mapped_column(JSON, default=dict)  # never a secret
     ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    @property
+    def actor_label(self) -> str:
+        """Who, as the audit page shows it: the email, or `cli:<os user>` for a CLI action."""
+        who = (self.details or {}).get("os_user") if self.actor == "cli" else None
+        return f"cli:{who}" if who else self.actor

@@ -13,7 +13,7 @@ import secrets
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 
 from ..cache import bump_epoch
 from ..cli import issue_key
@@ -183,7 +183,7 @@ def audit_page():
     if action:
         query = query.where(AuditEntry.action == action)
     if actor:
-        query = query.where(AuditEntry.actor == actor.lower())
+        query = query.where(_actor_is(actor.lower()))
     if before:
         query = query.where(AuditEntry.id < before)
     rows = db.session.scalars(query).all()
@@ -195,6 +195,13 @@ def audit_page():
     return render_template("console/audit.html", entries=rows, actions=actions, action=action, actor=actor,
                            next_url=next_url, first_url=url_for("console.audit", action=action or None,
                                                                 actor=actor or None) if before else None)
+
+
+def _actor_is(actor: str):
+    """The filter of the Actor field: an email, `cli` (every CLI action) or `cli:<os user>` (as shown)."""
+    if actor.startswith("cli:"):
+        return and_(AuditEntry.actor == "cli", AuditEntry.details["os_user"].as_string() == actor[4:])
+    return AuditEntry.actor == actor
 
 
 # App settings -------------------------------------------------------------------------------
