@@ -14,6 +14,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+# Prints the same development test key on every run (wpotp dev-key); NEW_DEV_KEY=1 make run makes a new one.
 run: venv
 	bash scripts/run.sh
 

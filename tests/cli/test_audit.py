@@ -199,3 +199,18 @@ def test_the_audit_page_in_a_browser_shows_cli_actions_beside_console_ones(app, 
                      [page.user.email, "login", "127.0.0.1"]]
     assert "os_user" in rows.nth(0).text_content() and "from the shell" in rows.nth(0).text_content()
     page.screenshot(path=tmp_path / "audit-cli.png", full_page=True)  # for a person to look at
+
+
+def test_init_on_an_empty_database_records_the_migration_and_what_it_made(make_app, tmp_path, backend):
+    if backend[0] != "sqlite":
+        pytest.skip("one empty database is enough: a fresh SQLite file")
+    fresh = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'fresh.db'}")
+    _, lines = cli(fresh, "init")
+
+    rows = entries(fresh)
+    assert [e.action for e in rows] == ["database.upgrade", "app.create", "templates.seed", "user.create"]
+    assert rows[0].details["from"] is None and re.fullmatch(r"[0-9a-f]{12}", rows[0].details["to"])
+    assert rows[2].details["created"] == 3
+    assert rows[3].details["generated_password"] is True and lines[-1] not in json.dumps(rows[3].details)
+    cli(fresh, "init")
+    assert len(entries(fresh)) == 4
