@@ -295,15 +295,19 @@ def dev_key_command(app_name: str, name: str, fresh: bool) -> None:
                                                    ApiKey.name == name, ApiKey.revoked_at.is_(None))
                               .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())).all()
     kept = None if fresh else next((k for k in keys if k.key_hash == hash_api_key(dev_key_secret(k.id))), None)
-    revoked = [k.id for k in keys if k is not kept and _revoke(k, reason="dev-key")]
+    revoked = []
+    for key in keys:
+        if key is not kept and _revoke(key, reason="dev-key"):
+            revoked.append(key.id)
     if kept is None:
         key_id = new_id("key")
         kept = _add_key(app, "test", name, dev_key_secret(key_id), key_id, commit=False)
         cli_audit("key.create", kept.id, name=name, mode="test", app=app.id, dev_key=True)
+        summary = f"made a new development test key of app {app.name!r}"
+    else:
+        summary = f"reusing the development test key of app {app.name!r}"
     db.session.commit()
-    made = "made a new" if kept.id not in {k.id for k in keys} else "reusing the"
-    click.echo(f"{made} development test key of app {app.name!r}" + (f"; revoked {', '.join(revoked)}"
-                                                                     if revoked else ""))
+    click.echo(summary + (f"; revoked {', '.join(revoked)}" if revoked else ""))
     click.echo(kept.id)
     click.echo(dev_key_secret(kept.id))
 
