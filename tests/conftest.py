@@ -278,3 +278,20 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for nodeid, outcome, found in _collected:
         terminalreporter.write_line(f"{nodeid} [{outcome}]")
         terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in found.items()))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium per test process, shared by every directory's browser tests (tests/console,
+    tests/cli): Playwright's sync API can be started only once in a process, so the fixture lives
+    here, where every test directory sees the same instance."""
+    from tests.console.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
