@@ -4,6 +4,13 @@ endpoints of one phone number and one WhatsApp Business account, answering like 
 It checks what Meta would check (path with version and ids, Bearer token, JSON body) and
 answers a Graph error when the request is wrong, so a malformed call can never look sent.
 Every problem it saw is kept in `problems` for the test to assert on.
+
+The account's templates are `template_pages` (what GET message_templates lists, page by page;
+by default the templates `wpotp init` seeds, as Meta would hold them). A send must name one of
+them, APPROVED, with the components it needs: one body parameter per `{{n}}`, and for an
+AUTHENTICATION template with an OTP button the code again as url button 0 (no button component
+when it has none; codes of at most 15 characters). POST message_templates creates an
+AUTHENTICATION template the way Meta validates one (authentication_templates.py), and lists it.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ import hashlib
 import hmac
 import itertools
 import json
+import zlib
 from collections import deque
 from urllib.parse import parse_qs, urlsplit
 
 from tests.doubles import HttpDouble, Reply, Seen
+
+from .authentication_templates import auth_template, creation_problem, read_back, send_problem
 
 VERSION = "v23.0"
 PHONE_NUMBER_ID = "1234567890"
@@ -51,6 +61,11 @@ def token_expired() -> Reply:
         "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "AbCdEf123"}})
 
 
+def utility_template(name: str, language: str, body: str, status: str = "APPROVED") -> dict:
+    return {"name": name, "language": language, "status": status, "category": "UTILITY",
+            "id": str(zlib.crc32(f"{name}/{language}".encode())), "components": [{"type": "BODY", "text": body}]}
+
+
 def otp_payload(recipient: str, code: str, template: str = "wpotp_verification", language: str = "en",
                 button: bool = True) -> dict:
     """SPEC §7: the AUTHENTICATION template with the code in the body and in the url button."""
@@ -71,7 +86,12 @@ class GraphDouble:
         self.url = self.http.url
         self.replies: deque[Reply | str] = deque()
         self.wamids: list[str] = []  # every wamid handed out, in order
-        self.template_pages: list[list[dict]] = [[]]
+        self.template_pages: list[list[dict]] = [[auth_template("wpotp_verification", "en"),
+                                                  auth_template("wpotp_verification", "tr"),
+                                                  utility_template("wpotp_order_update", "en",
+                                                                   "Your order {{1}} is {{2}}.")]]
+        self.created: list[dict] = []  # every template Meta accepted from POST message_templates
+        self.creation_status = "APPROVED"  # what a newly created authentication template starts as
         self.next_base = self.url  # where paging.next points
         self.problems: list[str] = []
         self._ids = itertools.count(1)
@@ -96,15 +116,28 @@ class GraphDouble:
             return self._send(seen)
         if seen.method == "GET" and path == f"/{VERSION}/{WABA_ID}/message_templates":
             return self._templates(seen)
+        if seen.method == "POST" and path == f"/{VERSION}/{WABA_ID}/message_templates":
+            return self._create(seen)
         self.problems.append(f"unexpected {seen.method} {seen.path}")
         return Reply(status=404, body={"error": {"message": "Unknown path components", "type": "OAuthException",
                                                  "code": 2500, "fbtrace_id": "AbCdEf123"}})
+
+    def template(self, name: str, language: str) -> dict | None:
+        """The account's template of that name and language, as GET message_templates lists it."""
+        return next((t for page in self.template_pages for t in page
+                     if t["name"] == name and t["language"] == language), None)
 
     def _send(self, seen: Seen) -> Reply:
         problem = _payload_problem(seen)
         if problem:
             self.problems.append(problem)
             return meta_error(100, "Invalid parameter", details=problem)
+        template = seen.json["template"]
+        refusal = send_problem(template, self.template(template["name"], template["language"]["code"]))
+        if refusal:
+            code, title, details = refusal
+            self.problems.append(f"send refused ({code}): {details}")
+            return meta_error(code, title, details=details)
         reply = self.replies.popleft() if self.replies else "ok"
         if reply != "ok":
             return reply
@@ -113,6 +146,27 @@ class GraphDouble:
         to = seen.json["to"]
         return Reply(body={"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
                            "messages": [{"id": wamid, "message_status": "accepted"}]})
+
+    def _create(self, seen: Seen) -> Reply:
+        """POST /{waba-id}/message_templates, validated as Meta validates an authentication template."""
+        try:
+            body = json.loads(seen.body) if seen.headers.get("Content-Type", "").startswith("application/json") \
+                else None
+        except ValueError:
+            body = None
+        problem = creation_problem(body) if isinstance(body, dict) else "the body must be a JSON object"
+        if problem is None and self.template(body["name"], body["language"]) is not None:
+            self.problems.append(f"template {body['name']}/{body['language']} exists already")
+            reply = meta_error(100, "Invalid parameter", details="Content in this language already exists")
+            reply.body["error"]["error_subcode"] = 2388024
+            return reply
+        if problem:
+            self.problems.append(f"template creation refused: {problem}")
+            return meta_error(100, "Invalid parameter", details=problem)
+        template = read_back(body, template_id=str(910000 + len(self.created)), status=self.creation_status)
+        self.created.append(template)
+        self.template_pages[-1].append(template)
+        return Reply(body={"id": template["id"], "status": template["status"], "category": "AUTHENTICATION"})
 
     def _templates(self, seen: Seen) -> Reply:
         query = parse_qs(urlsplit(seen.path).query)
