@@ -110,8 +110,9 @@ def creation_payload(name: str, language: str, options: AuthTemplateOptions) -> 
 def drift(remote, wanted: AuthTemplateOptions) -> list[str]:
     """How Meta's template (a cloud_api.WabaTemplate) differs from what the app wants; [] when in step.
 
-    A value Meta does not report (None) counts as drift only where the app wants something: a
-    template without an expiry warning when the app wants one is drift, for instance.
+    A missing expiry warning counts as drift (the app always wants one). The time-to-live is
+    compared only when Meta reports it: not every Graph version lists `message_send_ttl_seconds`,
+    and a check that always failed would be no check (`unchecked` names it then).
     """
     found = []
     if remote.category != "AUTHENTICATION":
@@ -130,10 +131,19 @@ def drift(remote, wanted: AuthTemplateOptions) -> list[str]:
         "code_expiration_minutes": wanted.code_expiration_minutes,
         "message_send_ttl_seconds": wanted.message_send_ttl_seconds,
     }
+    if have["message_send_ttl_seconds"] is None:
+        del want["message_send_ttl_seconds"]
     for field, value in want.items():
         if have[field] != value:
             found.append(f"{field} is {_show(have[field])} at Meta, the app wants {_show(value)}")
     return found
+
+
+def unchecked(remote) -> list[str]:
+    """What `drift` could not compare because Meta did not report it."""
+    if remote.message_send_ttl_seconds is None:
+        return ["message_send_ttl_seconds: Meta did not report it, so it was not checked"]
+    return []
 
 
 def _show(value) -> str:

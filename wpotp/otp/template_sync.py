@@ -27,7 +27,7 @@ from ..extensions import db
 from ..models import App, Template
 from ..providers.base import ProviderError
 from ..providers.cloud_api import WabaTemplate, create_template, list_templates
-from .auth_templates import AuthTemplateOptions, button_problems, creation_payload, drift, options_for
+from .auth_templates import AuthTemplateOptions, button_problems, creation_payload, drift, options_for, unchecked
 
 NOT_IN_WABA = "NOT_IN_WABA"
 
@@ -126,10 +126,11 @@ class TemplateReport:
     state: str  # "created", "exists", "ok", "drift", "missing"
     status: str = ""  # Meta's status (APPROVED, PENDING, ...) where known
     problems: list[str] = dataclass_field(default_factory=list)
+    notes: list[str] = dataclass_field(default_factory=list)  # what could not be checked
 
     def line(self, name: str) -> str:
         head = f"{self.state} {name}/{self.language}" + (f" ({self.status})" if self.status else "")
-        return head + ("".join(f"\n  - {p}" for p in self.problems))
+        return head + "".join(f"\n  - {p}" for p in self.problems) + "".join(f"\n  ? {n}" for n in self.notes)
 
 
 def template_languages(name: str, languages: tuple[str, ...], app: App) -> list[str]:
@@ -187,7 +188,8 @@ def check_auth_templates(app: App, name: str, languages: list[str]) -> list[Temp
         problems = drift(template, options)
         if template.status != "APPROVED":
             problems.append(f"status is {template.status}: Meta will not send it until it is APPROVED")
-        reports.append(TemplateReport(language, "drift" if problems else "ok", template.status, problems))
+        reports.append(TemplateReport(language, "drift" if problems else "ok", template.status, problems,
+                                      unchecked(template)))
     return reports
 
 

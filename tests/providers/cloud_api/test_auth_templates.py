@@ -167,9 +167,19 @@ def test_check_reports_drift_and_exits_nonzero(cloud_app, graph):
     assert "otp_type is COPY_CODE at Meta, the app wants ONE_TAP" in result.output
     assert f"supported_apps is none at Meta, the app wants {PACKAGE}/{HASH}" in result.output
     assert "code_expiration_minutes is 5 at Meta, the app wants 2" in result.output
-    assert "message_send_ttl_seconds is unset at Meta, the app wants 120" in result.output
+    assert "? message_send_ttl_seconds: Meta did not report it, so it was not checked" in result.output
     assert "missing wpotp_verification/tr" in result.output
     assert "drift in 2 of 2 language(s): en, tr" in result.output
+
+
+def test_a_reported_time_to_live_that_differs_is_drift(cloud_app, graph):
+    graph.template_pages = [[auth_template("wpotp_verification", "en", ttl=600)]]
+    _app(cloud_app)
+
+    result = _cli(cloud_app, "--check", "--language", "en")
+
+    assert result.exit_code == 1
+    assert "message_send_ttl_seconds is 600 at Meta, the app wants 300" in result.output
 
 
 def test_check_reads_meta_older_url_form_of_the_one_tap_button(cloud_app, graph):
