@@ -15,6 +15,7 @@ lifetime) and report where Meta's template has drifted from the app's settings.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -155,23 +156,22 @@ def check_settings(app: App, name: str) -> AuthTemplateOptions:
     return options_for(app)
 
 
-def create_auth_templates(app: App, name: str, languages: list[str]) -> list[TemplateReport]:
-    """Create the app's authentication template in each language the WABA lacks it in. A language
-    that has it already is left alone (its drift, if any, is what --check reports)."""
+def create_auth_templates(app: App, name: str, languages: list[str]) -> Iterator[TemplateReport]:
+    """Create the app's authentication template in each language the WABA lacks it in, reporting
+    each as it goes (so a refusal half-way still shows what was created). A language that has it
+    already is left alone (its drift, if any, is what --check reports)."""
     options = check_settings(app, name)
     waba_id = current_app.config["WHATSAPP_WABA_ID"]
     remote = _remote_by_language(name)
-    reports = []
     for language in languages:
         if language in remote:
-            reports.append(TemplateReport(language, "exists", remote[language].status))
+            yield TemplateReport(language, "exists", remote[language].status)
             continue
         try:
             answer = create_template(waba_id, creation_payload(name, language, options))
         except ProviderError as exc:
             raise TemplateSyncError(f"Meta refused {name}/{language}: {exc}") from None
-        reports.append(TemplateReport(language, "created", str(answer.get("status") or "PENDING").upper()))
-    return reports
+        yield TemplateReport(language, "created", str(answer.get("status") or "PENDING").upper())
 
 
 def check_auth_templates(app: App, name: str, languages: list[str]) -> list[TemplateReport]:

@@ -128,15 +128,18 @@ def test_a_language_meta_has_already_is_left_alone(cloud_app, graph):
     assert "exists wpotp_verification/en (APPROVED)" in result.output
 
 
-def test_meta_refusing_a_creation_is_reported(cloud_app, graph):
+def test_meta_refusing_a_creation_is_reported_after_what_was_created(cloud_app, graph):
     _app(cloud_app)
     graph.template_pages = [[]]
-    graph.http.handler = lambda seen: token_expired() if seen.method == "POST" else graph._handle(seen)
+    refuse = iter([False, True])
+    graph.http.handler = lambda seen: token_expired() if seen.method == "POST" and next(refuse) \
+        else graph._handle(seen)
 
-    result = _cli(cloud_app, "--create", "--language", "en")
+    result = _cli(cloud_app, "--create", "--language", "en", "--language", "de")
 
     assert result.exit_code != 0
-    assert "Meta refused wpotp_verification/en: 190:" in result.output
+    assert "created wpotp_verification/en (APPROVED)" in result.output
+    assert "Meta refused wpotp_verification/de: 190:" in result.output
     assert TOKEN not in result.output
 
 
