@@ -234,8 +234,8 @@ def update_autofill():
         audit("settings.update", app.id, app=app.name, changes=changes)
         db.session.commit()
         bump_epoch()
-        flash(f"Saved {len(changes)} setting(s) of {app.name}. Meta's template changes only when you "
-              "create or edit it: run `wpotp sync-templates --check`.", "success")
+        flash(f"Saved {len(changes)} setting(s) of {app.name}. Meta's template changes only when it is "
+              "created or edited: run `wpotp sync-templates --update`.", "success")
     else:
         flash("Nothing changed.", "info")
     return redirect(url_for("console.settings"))

@@ -107,6 +107,12 @@ def creation_payload(name: str, language: str, options: AuthTemplateOptions) -> 
                            {"type": "BUTTONS", "buttons": [button]}]}
 
 
+def edit_payload(options: AuthTemplateOptions) -> dict:
+    """The body of POST /{template-id} that brings an existing template in line with `options`."""
+    body = creation_payload("", "", options)
+    return {"components": body["components"], "message_send_ttl_seconds": body["message_send_ttl_seconds"]}
+
+
 def drift(remote, wanted: AuthTemplateOptions) -> list[str]:
     """How Meta's template (a cloud_api.WabaTemplate) differs from what the app wants; [] when in step.
 

@@ -6,10 +6,11 @@ wpotp.providers.cloud_api.list_templates; this module decides what to upsert. Ro
 NOT_IN_WABA, never deleted (OTP rows reference it). Afterwards every language with an
 APPROVED AUTHENTICATION template has exactly one default among them.
 
-`--create` and `--check` (create_auth_templates, check_auth_templates) go the other way: they
-create the app's authentication template at Meta with the options of wpotp/otp/auth_templates.py
-(button type and Android apps, security recommendation, expiry and time-to-live from the OTP
-lifetime) and report where Meta's template has drifted from the app's settings.
+`--create`, `--update` and `--check` (create_auth_templates, update_auth_templates,
+check_auth_templates) go the other way: they create the app's authentication template at Meta
+with the options of wpotp/otp/auth_templates.py (button type and Android apps, security
+recommendation, expiry and time-to-live from the OTP lifetime), edit it where it has drifted,
+and report where Meta's template differs from the app's settings.
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ from ..cache import bump_epoch
 from ..extensions import db
 from ..models import App, Template
 from ..providers.base import ProviderError
-from ..providers.cloud_api import WabaTemplate, create_template, list_templates
-from .auth_templates import AuthTemplateOptions, button_problems, creation_payload, drift, options_for, unchecked
+from ..providers.cloud_api import WabaTemplate, create_template, edit_template, list_templates
+from .auth_templates import (
+    AuthTemplateOptions,
+    button_problems,
+    creation_payload,
+    drift,
+    edit_payload,
+    options_for,
+    unchecked,
+)
 
 NOT_IN_WABA = "NOT_IN_WABA"
 
@@ -124,7 +133,7 @@ class TemplateReport:
     """One language of the app's authentication template, after --create or --check."""
 
     language: str
-    state: str  # "created", "exists", "ok", "drift", "missing"
+    state: str  # "created", "exists", "updated", "unchanged", "ok", "drift", "missing"
     status: str = ""  # Meta's status (APPROVED, PENDING, ...) where known
     problems: list[str] = dataclass_field(default_factory=list)
     notes: list[str] = dataclass_field(default_factory=list)  # what could not be checked
@@ -172,6 +181,28 @@ def create_auth_templates(app: App, name: str, languages: list[str]) -> Iterator
         except ProviderError as exc:
             raise TemplateSyncError(f"Meta refused {name}/{language}: {exc}") from None
         yield TemplateReport(language, "created", str(answer.get("status") or "PENDING").upper())
+
+
+def update_auth_templates(app: App, name: str, languages: list[str]) -> Iterator[TemplateReport]:
+    """Edit Meta's template in each language where it has drifted from the app's settings (button,
+    security recommendation, expiry, time-to-live). A language Meta lacks is left to --create."""
+    options = check_settings(app, name)
+    remote = _remote_by_language(name)
+    for language in languages:
+        template = remote.get(language)
+        if template is None:
+            yield TemplateReport(language, "missing", problems=["not in the WhatsApp Business account; "
+                                                                "create it with --create"])
+            continue
+        problems = drift(template, options)
+        if not problems or template.category != "AUTHENTICATION":  # Meta does not change an approved category
+            yield TemplateReport(language, "unchanged", template.status, problems)
+            continue
+        try:
+            edit_template(template.id, edit_payload(options))
+        except ProviderError as exc:
+            raise TemplateSyncError(f"Meta refused the edit of {name}/{language}: {exc}") from None
+        yield TemplateReport(language, "updated", problems=problems)
 
 
 def check_auth_templates(app: App, name: str, languages: list[str]) -> list[TemplateReport]:

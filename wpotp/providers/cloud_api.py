@@ -1,5 +1,5 @@
 """Meta WhatsApp Business Cloud API (SPEC §7): template messages over the Graph API, and the
-account's list of templates (`list_templates` and `create_template`, for `wpotp sync-templates`).
+account's list of templates (`list_templates`, `create_template` and `edit_template`, for `wpotp sync-templates`).
 
 An OTP goes out as an AUTHENTICATION template with the code twice: as the body's `{{1}}`
 and as the parameter of the template's OTP button (Meta models every OTP button, copy code,
@@ -291,6 +291,19 @@ def _int_or_none(value: object) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
     return None
+
+
+def edit_template(template_id: str, payload: dict) -> dict:
+    """POST /{template-id}: new components and time-to-live for an existing template (Meta allows
+    an approved template one edit a day, ten a month; name, language and category stay). Raises
+    ProviderError."""
+    if not template_id.isdigit():
+        raise ProviderError(f"Meta gave no usable id for the template ({template_id!r})", permanent=True,
+                            code="bad_answer")
+    response = request("POST", f"{graph_base()}/{template_id}", json=payload, headers=auth_headers())
+    if not response.ok:
+        raise error_from_response(response)
+    return _json_object(response)
 
 
 def create_template(waba_id: str, payload: dict) -> dict:

@@ -91,7 +91,8 @@ class GraphDouble:
                                                   utility_template("wpotp_order_update", "en",
                                                                    "Your order {{1}} is {{2}}.")]]
         self.created: list[dict] = []  # every template Meta accepted from POST message_templates
-        self.creation_status = "APPROVED"  # what a newly created authentication template starts as
+        self.creation_status = "APPROVED"  # what a newly created (or edited) authentication template starts as
+        self.edits: dict[str, int] = {}  # template id -> edits Meta took (an approved one: one a day)
         self.next_base = self.url  # where paging.next points
         self.problems: list[str] = []
         self._ids = itertools.count(1)
@@ -118,6 +119,8 @@ class GraphDouble:
             return self._templates(seen)
         if seen.method == "POST" and path == f"/{VERSION}/{WABA_ID}/message_templates":
             return self._create(seen)
+        if seen.method == "POST" and path.startswith(f"/{VERSION}/") and path.count("/") == 2:
+            return self._edit(seen, path.rsplit("/", 1)[1])
         self.problems.append(f"unexpected {seen.method} {seen.path}")
         return Reply(status=404, body={"error": {"message": "Unknown path components", "type": "OAuthException",
                                                  "code": 2500, "fbtrace_id": "AbCdEf123"}})
@@ -167,6 +170,40 @@ class GraphDouble:
         self.created.append(template)
         self.template_pages[-1].append(template)
         return Reply(body={"id": template["id"], "status": template["status"], "category": "AUTHENTICATION"})
+
+    def _edit(self, seen: Seen, template_id: str) -> Reply:
+        """POST /{template-id}: Meta edits an approved, rejected or paused template, an approved one
+        at most once a day; name, language and category stay; the components are validated anew."""
+        found = [(page, i) for page in self.template_pages for i, t in enumerate(page) if t["id"] == template_id]
+        if not found:
+            self.problems.append(f"edit of unknown template {template_id}")
+            return meta_error(100, "Unsupported post request", details=f"no template {template_id}")
+        page, index = found[0]
+        current = page[index]
+        body = seen.json if seen.headers.get("Content-Type", "").startswith("application/json") else None
+        problem = None
+        if not isinstance(body, dict) or not body or set(body) - {"components", "message_send_ttl_seconds"}:
+            problem = "an edit takes components and/or message_send_ttl_seconds"
+        elif current["status"] not in ("APPROVED", "REJECTED", "PAUSED"):
+            problem = f"a {current['status']} template cannot be edited"
+        elif current["status"] == "APPROVED" and self.edits.get(template_id):
+            problem = "an approved template can be edited once in 24 hours"
+        elif "components" in body:
+            problem = creation_problem({"name": current["name"], "language": current["language"],
+                                        "category": "AUTHENTICATION", **body})
+        elif not isinstance(body["message_send_ttl_seconds"], int) or not 30 <= body["message_send_ttl_seconds"] <= 900:
+            problem = "message_send_ttl_seconds must be 30 to 900 for an AUTHENTICATION template"
+        if problem:
+            self.problems.append(f"template edit refused: {problem}")
+            return meta_error(100, "Invalid parameter", details=problem)
+        if "components" in body:
+            edited = read_back({"name": current["name"], "language": current["language"], **body},
+                               template_id=template_id, status=self.creation_status)
+        else:
+            edited = {**current, "message_send_ttl_seconds": body["message_send_ttl_seconds"]}
+        page[index] = edited
+        self.edits[template_id] = self.edits.get(template_id, 0) + 1
+        return Reply(body={"success": True})
 
     def _templates(self, seen: Seen) -> Reply:
         query = parse_qs(urlsplit(seen.path).query)

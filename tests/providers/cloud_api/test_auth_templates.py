@@ -208,6 +208,64 @@ def test_a_paused_template_is_drift_too(cloud_app, graph):
     assert "status is PAUSED" in result.output
 
 
+# --- --update ---------------------------------------------------------------------------------------
+
+def _edits(graph) -> list[tuple[str, dict]]:
+    return [(s.path, s.json) for s in graph.http.seen
+            if s.method == "POST" and not s.path.endswith(("/messages", "/message_templates"))]
+
+
+def test_update_edits_drifted_templates_and_the_check_then_passes(cloud_app, graph):
+    en = auth_template("wpotp_verification", "en", ttl=600)  # copy code, TTL 600: two kinds of drift
+    tr = auth_template("wpotp_verification", "tr", ttl=300)  # copy code: the button drifted only
+    graph.template_pages = [[en, tr]]
+    _app(cloud_app, otp_type="ONE_TAP", android_package_name=PACKAGE, android_signature_hash=HASH)
+
+    result = _cli(cloud_app, "--update", "--check")
+
+    assert result.exit_code == 0, result.output
+    assert graph.problems == []
+    edits = dict(_edits(graph))
+    assert set(edits) == {f"/{VERSION}/{en['id']}", f"/{VERSION}/{tr['id']}"}
+    assert edits[f"/{VERSION}/{en['id']}"] == {
+        "message_send_ttl_seconds": 300,
+        "components": [{"type": "BODY", "add_security_recommendation": True},
+                       {"type": "FOOTER", "code_expiration_minutes": 5},
+                       {"type": "BUTTONS", "buttons": [
+                           {"type": "OTP", "otp_type": "ONE_TAP",
+                            "supported_apps": [{"package_name": PACKAGE, "signature_hash": HASH}]}]}]}
+    assert "updated wpotp_verification/en\n  - otp_type is COPY_CODE at Meta, the app wants ONE_TAP" in result.output
+    assert result.output.strip().splitlines()[-2:] == ["ok wpotp_verification/en (APPROVED)",
+                                                       "ok wpotp_verification/tr (APPROVED)"]
+
+
+def test_meta_takes_one_edit_a_day_of_an_approved_template(cloud_app, graph):
+    graph.template_pages = [[auth_template("wpotp_verification", "en", ttl=600)]]
+    _app(cloud_app)
+    assert _cli(cloud_app, "--update", "--language", "en").exit_code == 0
+    with cloud_app.app_context():
+        db.session.execute(update(App).where(App.name == "default").values(otp_ttl=120))
+        db.session.commit()
+
+    result = _cli(cloud_app, "--update", "--language", "en")
+
+    assert result.exit_code != 0
+    assert "once in 24 hours" in result.output
+
+
+def test_update_leaves_a_template_in_step_alone_and_reports_meta_refusal(cloud_app, graph):
+    _app(cloud_app)
+    graph.template_pages = [[auth_template("wpotp_verification", "en", ttl=300),
+                             auth_template("wpotp_verification", "tr", ttl=300, status="PENDING", expiry=None)]]
+
+    result = _cli(cloud_app, "--update")
+
+    assert result.exit_code != 0
+    assert "unchanged wpotp_verification/en (APPROVED)" in result.output
+    assert "Meta refused the edit of wpotp_verification/tr: 100:" in result.output
+    assert "PENDING template cannot be edited" in result.output
+
+
 def test_plain_sync_keeps_working_beside_the_new_flags(cloud_app, graph):
     result = _cli(cloud_app)
 
