@@ -97,3 +97,17 @@ def test_only_an_admin_with_a_csrf_token_changes_the_button(app, console_client,
     assert no_token.status_code == 400
     assert _default_app(app).security_recommendation is True
     assert _audits(app) == []
+
+
+def test_junk_is_refused_with_the_form_not_an_error_page(app, console_client, admin_user):
+    admin = console_client(admin_user)
+    token = form_token(admin)
+    answers = [admin.post("/console/settings/autofill", data={"csrf_token": token, **data}) for data in (
+        {"otp_type": "EVIL"},
+        {"otp_type": "ONE_TAP", "android_package_name": "com.x" * 100, "android_signature_hash": "K8a/AINcGX7" * 5},
+        {"otp_type": "ONE_TAP", "android_package_name": "com.example.shop\x00", "android_signature_hash": HASH},
+    )]
+
+    assert [a.status_code for a in answers] == [400, 400, 400]
+    assert all("Nothing was saved" in a.get_data(as_text=True) for a in answers)
+    assert _default_app(app).otp_type == "COPY_CODE"
