@@ -5,9 +5,11 @@ It checks what Meta would check (path with version and ids, Bearer token, JSON b
 answers a Graph error when the request is wrong, so a malformed call can never look sent.
 Every problem it saw is kept in `problems` for the test to assert on.
 
-The account's templates are `template_pages` (what GET message_templates lists, page by page;
-by default the templates `wpotp init` seeds, as Meta would hold them). A send must name one of
-them, APPROVED, with the components it needs: one body parameter per `{{n}}`, and for an
+The account's templates are `template_pages` (what GET message_templates lists, page by page,
+plus what POST message_templates created). Until a test sets `template_pages`, the account
+lists nothing but takes sends of the templates `wpotp init` seeds (`SEEDED`, as Meta would hold
+them), so a test about sending need not script a listing. A send must name one of them,
+APPROVED, with the components it needs: one body parameter per `{{n}}`, and for an
 AUTHENTICATION template with an OTP button the code again as url button 0 (no button component
 when it has none; codes of at most 15 characters). POST message_templates creates an
 AUTHENTICATION template the way Meta validates one (authentication_templates.py), and lists it.
@@ -61,6 +63,12 @@ def token_expired() -> Reply:
         "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "AbCdEf123"}})
 
 
+def seeded() -> list[dict]:
+    """The templates `wpotp init` seeds, as Meta holds them when the business created them alike."""
+    return [auth_template("wpotp_verification", "en"), auth_template("wpotp_verification", "tr"),
+            utility_template("wpotp_order_update", "en", "Your order {{1}} is {{2}}.")]
+
+
 def utility_template(name: str, language: str, body: str, status: str = "APPROVED") -> dict:
     return {"name": name, "language": language, "status": status, "category": "UTILITY",
             "id": str(zlib.crc32(f"{name}/{language}".encode())), "components": [{"type": "BODY", "text": body}]}
@@ -86,10 +94,8 @@ class GraphDouble:
         self.url = self.http.url
         self.replies: deque[Reply | str] = deque()
         self.wamids: list[str] = []  # every wamid handed out, in order
-        self.template_pages: list[list[dict]] = [[auth_template("wpotp_verification", "en"),
-                                                  auth_template("wpotp_verification", "tr"),
-                                                  utility_template("wpotp_order_update", "en",
-                                                                   "Your order {{1}} is {{2}}.")]]
+        self._pages: list[list[dict]] = [[]]
+        self.scripted = False  # True once a test sets template_pages: then only they (and created ones) exist
         self.created: list[dict] = []  # every template Meta accepted from POST message_templates
         self.creation_status = "APPROVED"  # what a newly created (or edited) authentication template starts as
         self.edits: dict[str, int] = {}  # template id -> edits Meta took (an approved one: one a day)
@@ -125,10 +131,23 @@ class GraphDouble:
         return Reply(status=404, body={"error": {"message": "Unknown path components", "type": "OAuthException",
                                                  "code": 2500, "fbtrace_id": "AbCdEf123"}})
 
+    @property
+    def template_pages(self) -> list[list[dict]]:
+        return self._pages
+
+    @template_pages.setter
+    def template_pages(self, pages: list[list[dict]]) -> None:
+        self._pages = pages
+        self.scripted = True
+
     def template(self, name: str, language: str) -> dict | None:
-        """The account's template of that name and language, as GET message_templates lists it."""
-        return next((t for page in self.template_pages for t in page
-                     if t["name"] == name and t["language"] == language), None)
+        """The account's template of that name and language, as GET message_templates lists it
+        (or, while the listing is not scripted, as `wpotp init` seeds it)."""
+        listed = next((t for page in self._pages for t in page if t["name"] == name and t["language"] == language),
+                      None)
+        if listed is None and not self.scripted:
+            listed = next((t for t in seeded() if t["name"] == name and t["language"] == language), None)
+        return listed
 
     def _send(self, seen: Seen) -> Reply:
         problem = _payload_problem(seen)

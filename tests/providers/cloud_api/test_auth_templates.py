@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from tests.helpers import make_key
 from tests.otp.support import show
 from wpotp.extensions import db
-from wpotp.models import App, Template
+from wpotp.models import App, AuditEntry, Template
 from wpotp.otp.auth_templates import button_problems, code_expiration_minutes, message_send_ttl_seconds
 
 from .authentication_templates import auth_template
@@ -40,6 +40,12 @@ def _app(cloud_app, **settings) -> None:
 
 def _creations(graph) -> list[dict]:
     return [s.json for s in graph.http.seen if s.method == "POST" and s.path.endswith("/message_templates")]
+
+
+def _audit(app, action: str) -> list[dict]:
+    with app.app_context():
+        return [e.details for e in db.session.scalars(select(AuditEntry).where(AuditEntry.action == action)
+                                                       .order_by(AuditEntry.id))]
 
 
 def _template(app, name: str, language: str) -> Template:
@@ -70,6 +76,10 @@ def test_create_makes_a_copy_code_template_per_language_with_the_ttl_of_the_otp(
     assert lines[:2] == ["created wpotp_verification/en (APPROVED)", "created wpotp_verification/tr (APPROVED)"]
     assert lines[-1].startswith("fetched=2 ")  # then the pull, as without --create
     assert _template(cloud_app, "wpotp_verification", "en").status == "APPROVED"
+    created = _audit(cloud_app, "templates.create")
+    assert [(d["language"], d["ok"], d["status"], d["app"]) for d in created] == [("en", True, "APPROVED", "default"),
+                                                                                ("tr", True, "APPROVED", "default")]
+    assert [d["ok"] for d in _audit(cloud_app, "templates.sync")] == [True]
 
 
 def test_create_one_tap_names_the_android_app_and_follows_the_app_lifetime(cloud_app, graph):
@@ -119,7 +129,8 @@ def test_zero_tap_without_the_terms_is_refused_before_meta_is_asked(cloud_app, g
 
 
 def test_a_language_meta_has_already_is_left_alone(cloud_app, graph):
-    _app(cloud_app)  # the double's account holds wpotp_verification en and tr already
+    _app(cloud_app)
+    graph.template_pages = [[auth_template("wpotp_verification", "en")]]
 
     result = _cli(cloud_app, "--create", "--language", "en", "--language", "de")
 
@@ -141,6 +152,9 @@ def test_meta_refusing_a_creation_is_reported_after_what_was_created(cloud_app, 
     assert "created wpotp_verification/en (APPROVED)" in result.output
     assert "Meta refused wpotp_verification/de: 190:" in result.output
     assert TOKEN not in result.output
+    entries = _audit(cloud_app, "templates.create")
+    assert [(d.get("language"), d["ok"]) for d in entries] == [("en", True), (None, False)]
+    assert "190:" in entries[1]["error"] and TOKEN not in entries[1]["error"]
 
 
 # --- --check -----------------------------------------------------------------------------------------
@@ -237,6 +251,18 @@ def test_update_edits_drifted_templates_and_the_check_then_passes(cloud_app, gra
     assert "updated wpotp_verification/en\n  - otp_type is COPY_CODE at Meta, the app wants ONE_TAP" in result.output
     assert result.output.strip().splitlines()[-2:] == ["ok wpotp_verification/en (APPROVED)",
                                                        "ok wpotp_verification/tr (APPROVED)"]
+    updated = _audit(cloud_app, "templates.update")
+    assert [d["language"] for d in updated] == ["en", "tr"]
+    assert "otp_type is COPY_CODE at Meta, the app wants ONE_TAP" in updated[0]["drift"]
+
+
+def test_a_check_writes_nothing_to_the_audit_log(cloud_app, graph):
+    graph.template_pages = [[auth_template("wpotp_verification", "en", otp_type="COPY_CODE")]]
+    _app(cloud_app, otp_type="ONE_TAP", android_package_name=PACKAGE, android_signature_hash=HASH)
+
+    assert _cli(cloud_app, "--check", "--language", "en").exit_code == 1
+    with cloud_app.app_context():
+        assert db.session.scalars(select(AuditEntry)).all() == []
 
 
 def test_meta_takes_one_edit_a_day_of_an_approved_template(cloud_app, graph):
@@ -267,11 +293,13 @@ def test_update_leaves_a_template_in_step_alone_and_reports_meta_refusal(cloud_a
 
 
 def test_plain_sync_keeps_working_beside_the_new_flags(cloud_app, graph):
+    graph.template_pages = [[auth_template("wpotp_verification", "en"), auth_template("login_code", "de")]]
+
     result = _cli(cloud_app)
 
     assert result.exit_code == 0, result.output
-    assert result.output.strip().startswith("fetched=3 ")
-    assert _creations(graph) == []
+    assert result.output.strip().startswith("fetched=2 created=1 ")
+    assert _creations(graph) == [] and _edits(graph) == []
 
 
 # --- sends through the worker ---------------------------------------------------------------------------

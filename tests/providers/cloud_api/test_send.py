@@ -45,7 +45,7 @@ def test_template_without_copy_code_button_sends_no_button_component(app, cloud_
         db.session.execute(update(Template).where(Template.language == "tr").values(copy_code_button=False))
         db.session.commit()
     # Meta's tr template has no button either: the double refuses a button component for it.
-    graph.template_pages[0][1] = auth_template("wpotp_verification", "tr", button=False)
+    graph.template_pages = [[auth_template("wpotp_verification", "tr", button=False)]]
 
     send_and_work(cloud_client, live_key, run_worker, cloud_app, code="7315", language="tr")
 
