@@ -340,16 +340,47 @@ def worker_command(burst: bool, threads: int | None) -> None:
 
 
 @cli.command("sync-templates")
-def sync_templates_command() -> None:
-    """Pull the WhatsApp Business account's message templates (Cloud API) into wpotp."""
-    from .otp.template_sync import TemplateSyncError, sync_problems, sync_templates
+@click.option("--create", is_flag=True,
+              help="first create the app's AUTHENTICATION template in each language the account lacks it in")
+@click.option("--update", is_flag=True,
+              help="edit Meta's template where it has drifted from the app's settings (then pull)")
+@click.option("--check", is_flag=True,
+              help="compare Meta's template with the app's settings; exit 1 on drift (changes nothing here)")
+@click.option("--app", "app_name", default="default", show_default=True,
+              help="the app whose button and OTP lifetime the template follows (--create, --update, --check)")
+@click.option("--name", "template_name", default="wpotp_verification", show_default=True,
+              help="the template's name at Meta (--create, --update, --check)")
+@click.option("--language", "languages", multiple=True,
+              help="a language to create or check (repeatable; default: the local templates of that name)")
+def sync_templates_command(create: bool, update: bool, check: bool, app_name: str, template_name: str,
+                           languages: tuple[str, ...]) -> None:
+    """Pull the WhatsApp Business account's message templates (Cloud API) into wpotp.
 
-    problems = sync_problems(current_app.config)
+    With --create, the app's authentication template (button type, Android app, security
+    recommendation, expiry and time-to-live from its OTP lifetime) is created first in each
+    language Meta lacks it in; with --update, Meta's template is edited where it has drifted;
+    then the pull runs. --check alone only compares and reports (exit 1 on drift).
+    """
+    from .otp import template_sync as ts
+
+    problems = ts.sync_problems(current_app.config)
     if problems:
         raise click.ClickException("; ".join(problems))
+    if create or update or check:
+        app = find_app(app_name)
+        wanted = ts.template_languages(template_name, languages, app)
+    if create:
+        _change_templates("templates.create", ts.create_auth_templates(app, template_name, wanted), app,
+                          template_name)
+    if update:
+        _change_templates("templates.update", ts.update_auth_templates(app, template_name, wanted), app,
+                          template_name)
+    if check and not (create or update):
+        _check_templates(app, template_name, wanted)
+        return
     try:
-        result = sync_templates()
-    except TemplateSyncError as exc:  # as the console: the failed try is on the record too
+        result = ts.sync_templates()
+    except ts.TemplateSyncError as exc:  # as the console: the failed try is on the record too
         db.session.rollback()
         cli_audit("templates.sync", None, ok=False, error=exc.message[:300])
         db.session.commit()
@@ -357,6 +388,39 @@ def sync_templates_command() -> None:
     cli_audit("templates.sync", None, ok=True, **result)
     db.session.commit()
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+    if check:
+        _check_templates(app, template_name, wanted)
+
+
+def _change_templates(action: str, reports, app: App, template_name: str) -> None:
+    """Print each language's outcome of --create/--update as it comes; a template Meta created or
+    edited is written to the audit log at once, and so is a refusal (then the command stops)."""
+    from .otp.template_sync import TemplateSyncError
+
+    try:
+        for report in reports:
+            click.echo(report.line(template_name))
+            if report.state in ("created", "updated"):
+                cli_audit(action, app.id, app=app.name, template=template_name, language=report.language,
+                          ok=True, status=report.status or None, drift=report.problems[:10])
+                db.session.commit()
+    except TemplateSyncError as exc:
+        db.session.rollback()
+        cli_audit(action, app.id, app=app.name, template=template_name, ok=False, error=exc.message[:300])
+        db.session.commit()
+        raise
+
+
+def _check_templates(app: App, template_name: str, languages: list[str]) -> None:
+    from .otp.template_sync import check_auth_templates
+
+    reports = check_auth_templates(app, template_name, languages)
+    for report in reports:
+        click.echo(report.line(template_name))
+    drifted = [r.language for r in reports if r.state != "ok"]
+    if drifted:
+        click.echo(f"drift in {len(drifted)} of {len(reports)} language(s): {', '.join(drifted)}", err=True)
+        sys.exit(1)
 
 
 @cli.command("set-webhook")

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -61,6 +61,15 @@ class App(db.Model):
     fraud_unverified_prefix: Mapped[int | None] = mapped_column(Integer)
     fraud_unverified_country: Mapped[int | None] = mapped_column(Integer)
     fraud_block_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The WhatsApp authentication template's button (wpotp/otp/auth_templates.py, docs/channels.md
+    # "Autofill buttons"): COPY_CODE, ONE_TAP or ZERO_TAP; the Android app that one-tap and zero-tap
+    # hand the code to (package name, 11-character signature hash); whether the business accepted
+    # Meta's zero-tap terms; and the body's "For your security, do not share this code."
+    otp_type: Mapped[str] = mapped_column(String(16), default="COPY_CODE", server_default="COPY_CODE")
+    android_package_name: Mapped[str] = mapped_column(String(224), default="", server_default="")
+    android_signature_hash: Mapped[str] = mapped_column(String(11), default="", server_default="")
+    zero_tap_terms_accepted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    security_recommendation: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     def allowed_country_set(self) -> set[str]:

@@ -27,12 +27,14 @@ from ..webhooks.events import PUBLIC_EVENTS
 from . import bp
 from .audit import audit
 from .auth import admin_required, current_console_app
-from .forms import KeyForm, RoleForm, SettingsForm, UserForm, WebhookForm
+from .forms import AutofillForm, KeyForm, RoleForm, SettingsForm, UserForm, WebhookForm
 
 ONCE_TTL = 120  # seconds a one-time secret waits for the page that shows it
 AUDIT_PAGE = 50
 SETTINGS_FIELDS = ("otp_length", "otp_ttl", "max_attempts", "allowed_countries", "api_rate_limit",
                    "recipient_rate_limit", "daily_send_cap", "default_language")
+AUTOFILL_FIELDS = ("otp_type", "android_package_name", "android_signature_hash", "zero_tap_terms_accepted",
+                   "security_recommendation")
 
 
 # One-time secrets ---------------------------------------------------------------------------
@@ -209,7 +211,34 @@ def _actor_is(actor: str):
 @bp.get("/settings")
 def settings():
     app = current_console_app()
-    return render_template("console/settings.html", form=SettingsForm(obj=app), app=app)
+    return render_template("console/settings.html", form=SettingsForm(obj=app), app=app,
+                           autofill=AutofillForm(obj=app))
+
+
+@bp.post("/settings/autofill")
+@admin_required
+def update_autofill():
+    """The WhatsApp code button of the app's authentication template (docs/channels.md)."""
+    app = current_console_app()
+    form = AutofillForm()
+    if not form.validate():
+        flash("Nothing was saved: correct the fields marked below.", "error")
+        return render_template("console/settings.html", form=SettingsForm(obj=app), app=app, autofill=form), 400
+    changes = {}
+    for name in AUTOFILL_FIELDS:
+        value = getattr(form, name).data
+        if getattr(app, name) != value:
+            changes[name] = [getattr(app, name), value]
+            setattr(app, name, value)
+    if changes:
+        audit("settings.update", app.id, app=app.name, changes=changes)
+        db.session.commit()
+        bump_epoch()
+        flash(f"Saved {len(changes)} setting(s) of {app.name}. Meta's template changes only when it is "
+              "created or edited: run `wpotp sync-templates --update`.", "success")
+    else:
+        flash("Nothing changed.", "info")
+    return redirect(url_for("console.settings"))
 
 
 @bp.post("/settings")
@@ -219,7 +248,7 @@ def update_settings():
     form = SettingsForm()
     if not form.validate():
         flash("Nothing was saved: correct the fields marked below.", "error")
-        return render_template("console/settings.html", form=form, app=app), 400
+        return render_template("console/settings.html", form=form, app=app, autofill=AutofillForm(obj=app)), 400
     changes = {}
     for name in SETTINGS_FIELDS:
         value = getattr(form, name).data

@@ -8,6 +8,7 @@ import phonenumbers
 from flask_wtf import FlaskForm
 from limits import parse, parse_many
 from wtforms import (
+    BooleanField,
     EmailField,
     IntegerField,
     PasswordField,
@@ -19,6 +20,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from ..otp.auth_templates import PACKAGE_NAME_MAX, button_problems
 from ..webhooks.events import PUBLIC_EVENTS
 
 EMAIL = r"^[^@\s]+@[^@\s]+$"
@@ -87,6 +89,41 @@ class SettingsForm(FlaskForm):
                                    validators=[DataRequired(),
                                                Regexp(LANGUAGE, message="Use a code like en or pt_BR.")],
                                    description="Template language when a send names none, e.g. en, pt_BR.")
+
+
+OTP_TYPE_CHOICES = [SelectChoice("COPY_CODE", "copy code (every phone)"),
+                    SelectChoice("ONE_TAP", "one-tap autofill (Android app)"),
+                    SelectChoice("ZERO_TAP", "zero-tap (Android app, no tap)")]
+
+
+class AutofillForm(FlaskForm):
+    """The WhatsApp authentication template's button (docs/channels.md, "Autofill buttons"). Part of
+    the settings page's form; checked together, since ONE_TAP and ZERO_TAP need the Android app."""
+
+    otp_type = SelectField("Code button", choices=OTP_TYPE_CHOICES, default="COPY_CODE",
+                           description="What the WhatsApp message offers: copy the code, or hand it to your "
+                                       "Android app.")
+    android_package_name = StringField("Android package name", validators=[Optional(), Length(max=PACKAGE_NAME_MAX)],
+                                       description="One-tap and zero-tap: your app's applicationId, e.g. "
+                                                   "com.example.shop.")
+    android_signature_hash = StringField("App signature hash", validators=[Optional(), Length(max=11)],
+                                         description="One-tap and zero-tap: the 11-character hash of your "
+                                                     "signing key (docs/channels.md).")
+    zero_tap_terms_accepted = BooleanField("Zero-tap terms accepted",
+                                           description="Zero-tap only: the business accepted Meta's zero-tap "
+                                                       "terms.")
+    security_recommendation = BooleanField("Security recommendation",
+                                           description="Adds “For your security, do not share this code.”")
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        for field in (self.android_package_name, self.android_signature_hash):
+            field.data = (field.data or "").strip()
+        problems = button_problems(self.otp_type.data, self.android_package_name.data,
+                                   self.android_signature_hash.data, self.zero_tap_terms_accepted.data)
+        for name, message in problems.items():
+            getattr(self, name).errors = [*getattr(self, name).errors, message]
+        return valid and not problems
 
 
 class MultiCheckboxField(SelectMultipleField):

@@ -5,9 +5,20 @@ wpotp.providers.cloud_api.list_templates; this module decides what to upsert. Ro
 (name, language) and updated in place; a local template Meta no longer lists is marked
 NOT_IN_WABA, never deleted (OTP rows reference it). Afterwards every language with an
 APPROVED AUTHENTICATION template has exactly one default among them.
+
+`--create`, `--update` and `--check` (create_auth_templates, update_auth_templates,
+check_auth_templates) go the other way: they create the app's authentication template at Meta
+with the options of wpotp/otp/auth_templates.py (button type and Android apps, security
+recommendation, expiry and time-to-live from the OTP lifetime), edit it where it has drifted,
+and report where Meta's template differs from the app's settings.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import click
 from flask import current_app
@@ -15,9 +26,18 @@ from sqlalchemy import select
 
 from ..cache import bump_epoch
 from ..extensions import db
-from ..models import Template
+from ..models import App, Template
 from ..providers.base import ProviderError
-from ..providers.cloud_api import WabaTemplate, list_templates
+from ..providers.cloud_api import WabaTemplate, create_template, edit_template, list_templates
+from .auth_templates import (
+    AuthTemplateOptions,
+    button_problems,
+    creation_payload,
+    drift,
+    edit_payload,
+    options_for,
+    unchecked,
+)
 
 NOT_IN_WABA = "NOT_IN_WABA"
 
@@ -100,3 +120,113 @@ def ensure_defaults() -> None:
         keep = next((t for t in candidates if t.is_default), candidates[0])
         for template in candidates:
             template.is_default = template is keep
+
+
+# --- creating and checking the app's authentication template (`--create`, `--check`) -------------
+
+DEFAULT_TEMPLATE_NAME = "wpotp_verification"
+TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")  # Meta: lower case letters, digits and underscores
+
+
+@dataclass
+class TemplateReport:
+    """One language of the app's authentication template, after --create or --check."""
+
+    language: str
+    state: str  # "created", "exists", "updated", "unchanged", "ok", "drift", "missing"
+    status: str = ""  # Meta's status (APPROVED, PENDING, ...) where known
+    problems: list[str] = dataclass_field(default_factory=list)
+    notes: list[str] = dataclass_field(default_factory=list)  # what could not be checked
+
+    def line(self, name: str) -> str:
+        head = f"{self.state} {name}/{self.language}" + (f" ({self.status})" if self.status else "")
+        return head + "".join(f"\n  - {p}" for p in self.problems) + "".join(f"\n  ? {n}" for n in self.notes)
+
+
+def template_languages(name: str, languages: tuple[str, ...], app: App) -> list[str]:
+    """The languages asked for; else those of the local AUTHENTICATION templates of that name; else the
+    app's default language."""
+    if languages:
+        return list(dict.fromkeys(languages))
+    local = db.session.scalars(select(Template.language).where(Template.name == name,
+                                                               Template.category == "AUTHENTICATION")
+                               .order_by(Template.language)).all()
+    return list(dict.fromkeys(local)) or [app.default_language]
+
+
+def check_settings(app: App, name: str) -> AuthTemplateOptions:
+    """The app's options, or a TemplateSyncError naming what stops them reaching Meta."""
+    if not TEMPLATE_NAME.match(name):
+        raise TemplateSyncError(f"template name {name!r}: Meta takes lower case letters, digits and underscores")
+    problems = button_problems(app.otp_type, app.android_package_name, app.android_signature_hash,
+                               app.zero_tap_terms_accepted)
+    if problems:
+        raise TemplateSyncError(f"app {app.name!r}: " + " ".join(problems.values()))
+    return options_for(app)
+
+
+def create_auth_templates(app: App, name: str, languages: list[str]) -> Iterator[TemplateReport]:
+    """Create the app's authentication template in each language the WABA lacks it in, reporting
+    each as it goes (so a refusal half-way still shows what was created). A language that has it
+    already is left alone (its drift, if any, is what --check reports)."""
+    options = check_settings(app, name)
+    waba_id = current_app.config["WHATSAPP_WABA_ID"]
+    remote = _remote_by_language(name)
+    for language in languages:
+        if language in remote:
+            yield TemplateReport(language, "exists", remote[language].status)
+            continue
+        try:
+            answer = create_template(waba_id, creation_payload(name, language, options))
+        except ProviderError as exc:
+            raise TemplateSyncError(f"Meta refused {name}/{language}: {exc}") from None
+        yield TemplateReport(language, "created", str(answer.get("status") or "PENDING").upper())
+
+
+def update_auth_templates(app: App, name: str, languages: list[str]) -> Iterator[TemplateReport]:
+    """Edit Meta's template in each language where it has drifted from the app's settings (button,
+    security recommendation, expiry, time-to-live). A language Meta lacks is left to --create."""
+    options = check_settings(app, name)
+    remote = _remote_by_language(name)
+    for language in languages:
+        template = remote.get(language)
+        if template is None:
+            yield TemplateReport(language, "missing", problems=["not in the WhatsApp Business account; "
+                                                                "create it with --create"])
+            continue
+        problems = drift(template, options)
+        if not problems or template.category != "AUTHENTICATION":  # Meta does not change an approved category
+            yield TemplateReport(language, "unchanged", template.status, problems)
+            continue
+        try:
+            edit_template(template.id, edit_payload(options))
+        except ProviderError as exc:
+            raise TemplateSyncError(f"Meta refused the edit of {name}/{language}: {exc}") from None
+        yield TemplateReport(language, "updated", problems=problems)
+
+
+def check_auth_templates(app: App, name: str, languages: list[str]) -> list[TemplateReport]:
+    """Compare Meta's template in each language with the app's settings; reads only."""
+    options = check_settings(app, name)
+    remote = _remote_by_language(name)
+    reports = []
+    for language in languages:
+        template = remote.get(language)
+        if template is None:
+            reports.append(TemplateReport(language, "missing", problems=["not in the WhatsApp Business account; "
+                                                                         "create it with --create"]))
+            continue
+        problems = drift(template, options)
+        if template.status != "APPROVED":
+            problems.append(f"status is {template.status}: Meta will not send it until it is APPROVED")
+        reports.append(TemplateReport(language, "drift" if problems else "ok", template.status, problems,
+                                      unchecked(template)))
+    return reports
+
+
+def _remote_by_language(name: str) -> dict[str, WabaTemplate]:
+    try:
+        remote = list_templates(current_app.config["WHATSAPP_WABA_ID"])
+    except ProviderError as exc:
+        raise TemplateSyncError(f"could not fetch the templates from Meta: {exc}") from None
+    return {t.language: t for t in remote if t.name == name}

@@ -1,9 +1,12 @@
 """Meta WhatsApp Business Cloud API (SPEC §7): template messages over the Graph API, and the
-account's list of templates (`list_templates`, for `wpotp sync-templates`).
+account's list of templates (`list_templates`, `create_template` and `edit_template`, for `wpotp sync-templates`).
 
 An OTP goes out as an AUTHENTICATION template with the code twice: as the body's `{{1}}`
-and as the parameter of the copy-code button (Meta models that button as a URL button,
-index "0"). The answer's `messages[0].id` (a wamid) is what receipts refer to later.
+and as the parameter of the template's OTP button (Meta models every OTP button, copy code,
+one-tap autofill and zero-tap alike, as a URL button, index "0", at send time: the button type,
+the Android app it hands the code to and the message's time-to-live are the template's, fixed
+when it is created; see `create_template` and wpotp/otp/auth_templates.py). The answer's
+`messages[0].id` (a wamid) is what receipts refer to later.
 
 Meta's errors are classified by `error.code` (Meta asks integrators not to rely on HTTP
 statuses or titles), falling back to the HTTP status when the body is not Meta's.
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from flask import current_app
@@ -42,7 +45,7 @@ PERMANENT = {131026, 131008, 131009, 131047, 131051, 132000, 132001, 132005, 132
 
 _TITLE_PREFIX = re.compile(r"^\(#\d+\)\s*")
 REASON_MAX = 200
-TEMPLATE_FIELDS = "name,language,status,category,components"
+TEMPLATE_FIELDS = "id,name,language,status,category,components,message_send_ttl_seconds"
 MAX_TEMPLATE_PAGES = 200  # 20,000 templates: far past Meta's per-account cap, so only a looping `next` hits it
 
 
@@ -51,11 +54,8 @@ class CloudApiProvider(Provider):
     throttled = True
 
     def send_otp(self, message: OutboundOtp) -> SendResult:
-        code_parameter = [{"type": "text", "text": message.code}]
-        components: list[dict] = [{"type": "body", "parameters": code_parameter}]
-        if message.copy_code_button:
-            components.append({"type": "button", "sub_type": "url", "index": "0", "parameters": code_parameter})
-        payload = template_payload(message.recipient, message.template_name, message.language, components)
+        payload = template_payload(message.recipient, message.template_name, message.language,
+                                   otp_components(message.code, message.copy_code_button))
         return self._post(payload, secrets=(message.code,), about=message.otp_id)
 
     def send_template(self, message: OutboundTemplate) -> SendResult:
@@ -90,6 +90,18 @@ def graph_base() -> str:
 
 def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {current_app.config['WHATSAPP_TOKEN']}"}
+
+
+def otp_components(code: str, otp_button: bool) -> list[dict]:
+    """The send components of an authentication template: the code as the body's only parameter and,
+    when the template has its OTP button (COPY_CODE, ONE_TAP or ZERO_TAP: Meta wants the same shape
+    for all three), again as the parameter of button 0, sub_type url. Meta refuses the send when the
+    button component is missing for a template that has one, or present for one that has none."""
+    code_parameter = [{"type": "text", "text": code}]
+    components: list[dict] = [{"type": "body", "parameters": code_parameter}]
+    if otp_button:
+        components.append({"type": "button", "sub_type": "url", "index": "0", "parameters": code_parameter})
+    return components
 
 
 def template_payload(recipient: str, name: str, language: str, components: list[dict]) -> dict:
@@ -165,6 +177,15 @@ class WabaTemplate:
     status: str  # upper case (APPROVED, PAUSED, ...); UNKNOWN when Meta gives none
     body: str  # the BODY component's text, "" without one
     copy_code_button: bool  # an AUTHENTICATION template whose send carries the code as a url button
+    # The authentication options (None where Meta reports none): the OTP button's type, the Android
+    # apps of a ONE_TAP/ZERO_TAP button, the body's security recommendation, the footer's expiry
+    # warning and the message time-to-live. `id` is Meta's template id.
+    id: str = ""
+    otp_type: str | None = None
+    supported_apps: tuple[tuple[str, str], ...] = ()
+    add_security_recommendation: bool | None = None
+    code_expiration_minutes: int | None = None
+    message_send_ttl_seconds: int | None = None
 
 
 def list_templates(waba_id: str) -> list[WabaTemplate]:
@@ -214,10 +235,84 @@ def _waba_template(raw: object) -> WabaTemplate | None:
         return None
     components = [c for c in raw.get("components") or [] if isinstance(c, dict)]
     category = str(raw.get("category") or "").upper()
-    body = next((str(c.get("text") or "") for c in components if str(c.get("type")).upper() == "BODY"), "")
+    body_component = _component(components, "BODY")
+    footer = _component(components, "FOOTER")
+    button = _otp_button(components) if category == "AUTHENTICATION" else None
+    otp_type, apps = _button_options(button) if button else (None, ())
     return WabaTemplate(name=raw["name"], language=raw["language"], category=category,
-                        status=str(raw.get("status") or "UNKNOWN").upper(), body=body,
-                        copy_code_button=category == "AUTHENTICATION" and _has_code_button(components))
+                        status=str(raw.get("status") or "UNKNOWN").upper(),
+                        body=str(body_component.get("text") or ""),
+                        copy_code_button=category == "AUTHENTICATION" and _has_code_button(components),
+                        id=str(raw.get("id") or ""), otp_type=otp_type, supported_apps=apps,
+                        add_security_recommendation=_bool_or_none(body_component.get("add_security_recommendation")),
+                        code_expiration_minutes=_int_or_none(footer.get("code_expiration_minutes")),
+                        message_send_ttl_seconds=_int_or_none(raw.get("message_send_ttl_seconds")))
+
+
+def _component(components: list[dict], kind: str) -> dict:
+    return next((c for c in components if str(c.get("type")).upper() == kind), {})
+
+
+def _otp_button(components: list[dict]) -> dict | None:
+    for component in components:
+        if str(component.get("type")).upper() == "BUTTONS":
+            for button in component.get("buttons") or []:
+                if isinstance(button, dict) and str(button.get("type")).upper() in ("OTP", "URL"):
+                    return button
+    return None
+
+
+def _button_options(button: dict) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """(otp_type, supported apps) of an OTP button. Meta reads it back either as type OTP with
+    `otp_type` and `supported_apps`, or (older Graph versions) as a URL button whose
+    https://www.whatsapp.com/otp/code/?otp_type=...&package_name=...&signature_hash=... carries them."""
+    if str(button.get("type")).upper() == "OTP":
+        otp_type = str(button.get("otp_type") or "COPY_CODE").upper()
+        listed = button.get("supported_apps")
+        raw_apps = listed if isinstance(listed, list) else [button]  # a lone package_name/signature_hash pair
+        apps = tuple((str(a["package_name"]), str(a["signature_hash"])) for a in raw_apps
+                     if isinstance(a, dict) and a.get("package_name") and a.get("signature_hash"))
+        return otp_type, apps
+    query = parse_qs(urlsplit(str(button.get("url") or "")).query)
+    otp_type = (query.get("otp_type") or [None])[0]
+    apps = tuple(zip(query.get("package_name", []), query.get("signature_hash", []), strict=False))
+    return (otp_type.upper() if otp_type else None), apps
+
+
+def _bool_or_none(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def edit_template(template_id: str, payload: dict) -> dict:
+    """POST /{template-id}: new components and time-to-live for an existing template (Meta allows
+    an approved template one edit a day, ten a month; name, language and category stay). Raises
+    ProviderError."""
+    if not template_id.isdigit():
+        raise ProviderError(f"Meta gave no usable id for the template ({template_id!r})", permanent=True,
+                            code="bad_answer")
+    response = request("POST", f"{graph_base()}/{template_id}", json=payload, headers=auth_headers())
+    if not response.ok:
+        raise error_from_response(response)
+    return _json_object(response)
+
+
+def create_template(waba_id: str, payload: dict) -> dict:
+    """POST /{waba-id}/message_templates: a new template (auth_templates.creation_payload builds an
+    authentication one). Returns Meta's answer ({"id", "status", "category"}). Raises ProviderError."""
+    response = request("POST", f"{graph_base()}/{waba_id}/message_templates", json=payload, headers=auth_headers())
+    if not response.ok:
+        raise error_from_response(response)
+    return _json_object(response)
 
 
 def _has_code_button(components: list[dict]) -> bool:

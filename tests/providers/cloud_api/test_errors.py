@@ -13,7 +13,7 @@ from wpotp.providers.base import OutboundOtp, OutboundTemplate, ProviderError
 from wpotp.providers.cloud_api import CloudApiProvider
 from wpotp.providers.faults import last_config_fault
 
-from .graph import SETTINGS, TOKEN, meta_error, token_expired
+from .graph import SETTINGS, TOKEN, meta_error, token_expired, utility_template
 from .support import RECIPIENT, send_and_work
 
 UNDELIVERABLE = meta_error(131026, "Message undeliverable.", details="Message Undeliverable.")
@@ -174,6 +174,7 @@ def test_an_answer_without_a_message_id_is_retryable(cloud_app, graph):
 
 
 def test_template_message_carries_one_body_parameter_per_variable_and_no_button(cloud_app, graph):
+    graph.template_pages[0].append(utility_template("order_ready", "en_US", "Order {{1}} is ready at {{2}}."))
     message = OutboundTemplate(message_id="msg_x", app_id="app_x", recipient=RECIPIENT, template_name="order_ready",
                                language="en_US", body="Order 9F3A is ready at Kadikoy",
                                parameters=("9F3A", "Kadikoy"))
