@@ -23,7 +23,7 @@ from ..providers.sandbox import read_outbox
 from ..providers.sms_sandbox import read_sms_outbox
 from ..util import utcnow
 from ..webhooks.endpoints import configure_endpoint, find_endpoint, rotate_secret
-from ..webhooks.events import PUBLIC_EVENTS
+from ..webhooks.events import DEFAULT_EVENTS
 from . import bp
 from .audit import audit
 from .auth import admin_required, current_console_app
@@ -296,7 +296,7 @@ def _webhooks_page(form: WebhookForm, status: int = 200):
 def webhooks():
     endpoint = find_endpoint(current_console_app())
     form = WebhookForm(data={"url": endpoint.url if endpoint else "",
-                             "events": endpoint.events if endpoint else list(PUBLIC_EVENTS)})
+                             "events": endpoint.events if endpoint else list(DEFAULT_EVENTS)})
     return _webhooks_page(form)
 
 

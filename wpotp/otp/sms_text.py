@@ -21,11 +21,43 @@ GSM7_BASIC = set(
 GSM7_EXTENSION = set("^{}\\[~]|€\f")
 
 
-def sms_body(language: str | None, code: str, app_name: str) -> str:
-    """The OTP's text in `language` (`pt_BR` -> `pt` -> `en`)."""
+PLACEHOLDERS = ("{code}", "{app}")
+MAX_TEXT = 480  # characters of an app's own text (three GSM-7 segments and then some)
+
+
+def sms_body(language: str | None, code: str, app_name: str, own: dict | None = None) -> str:
+    """The OTP's text in `language` (`pt_BR` -> `pt` -> `en`): the app's own text for it (`own`,
+    by language, as `apps.sms_texts` holds them), else the built-in one."""
+    text = text_for(language, own)
+    return text.replace("{app}", app_name).replace("{code}", code)
+
+
+def text_for(language: str | None, own: dict | None = None) -> str:
+    """The template of `language`'s text, placeholders unfilled (the app's own first)."""
     lang = (language or "en").replace("-", "_")
-    text = TEXTS.get(lang) or TEXTS.get(lang.split("_")[0].lower()) or TEXTS["en"]
-    return text.format(code=code, app=app_name)
+    for table in (own or {}, TEXTS):
+        text = table.get(lang) or table.get(lang.split("_")[0].lower())
+        if text:
+            return text
+    return (own or {}).get("en") or TEXTS["en"]
+
+
+def text_problem(text: str) -> str | None:
+    """Why an app's own SMS text cannot be used, or None: it must carry `{code}` once, and no
+    other `{...}` than `{code}` and `{app}`."""
+    if len(text) > MAX_TEXT:
+        return f"at most {MAX_TEXT} characters"
+    if text.count("{code}") != 1:
+        return "must contain {code} exactly once"
+    rest = text.replace("{code}", "").replace("{app}", "")
+    if "{" in rest or "}" in rest:
+        return "only the placeholders {code} and {app} may be used"
+    return None
+
+
+def preview(text: str, app_name: str, code_length: int = 6) -> str:
+    """The text as a user would get it, with a sample code: what the segment count is made of."""
+    return text.replace("{app}", app_name).replace("{code}", "8" * code_length)
 
 
 def is_gsm7(text: str) -> bool:
