@@ -40,10 +40,11 @@ def sweep() -> dict:
     expired = expire_due()
     fell_back = fall_back_overdue()
     requeued, failed = rescue_stuck()
-    result = {"in_doubt_deleted": in_doubt, "expired": expired, "fell_back": fell_back, "requeued": requeued,
-              "failed": failed,
+    result = {"in_doubt_deleted": in_doubt, "expired": expired, "requeued": requeued, "failed": failed,
               "messages_expired": expire_due_messages(), "webhooks_requeued": rescue_due(),
               "receipts_rescued": job_queue().rescue_receipts()}
+    if fell_back:  # only when there were some: the sweep's figures stay as they were for apps without `auto`
+        result["fell_back"] = fell_back
     if any(result.values()):
         log.info("sweep: %s", result)
     return result
