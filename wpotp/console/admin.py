@@ -32,7 +32,7 @@ from .forms import KeyForm, RoleForm, SettingsForm, UserForm, WebhookForm
 ONCE_TTL = 120  # seconds a one-time secret waits for the page that shows it
 AUDIT_PAGE = 50
 SETTINGS_FIELDS = ("otp_length", "otp_ttl", "max_attempts", "allowed_countries", "api_rate_limit",
-                   "recipient_rate_limit", "daily_send_cap", "default_language")
+                   "recipient_rate_limit", "daily_send_cap", "default_language", "fallback_after_seconds")
 
 
 # One-time secrets ---------------------------------------------------------------------------
@@ -249,8 +249,11 @@ def _sync_configured() -> bool:
 
 @bp.get("/templates")
 def templates():
+    from .sms_texts import sms_context
+
     rows = db.session.scalars(select(Template).order_by(Template.name, Template.language)).all()
-    return render_template("console/templates.html", templates=rows, sync_configured=_sync_configured())
+    return render_template("console/templates.html", templates=rows, sync_configured=_sync_configured(),
+                           **sms_context(current_console_app()))
 
 
 @bp.post("/templates/sync")
