@@ -21,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 from ..api import answers as a
 from ..compat import snake_name
 from ..compat.otpapi import RENAMED
-from ..webhooks.events import PUBLIC_EVENTS
+from ..webhooks.events import DEFAULT_EVENTS
 from . import registry
 from .registry import Op
 
@@ -315,7 +315,8 @@ def operation(d: Dialect, schemas: Schemas, named: dict, op: Op, path: str, meth
 
 
 def webhooks(doc: dict) -> dict:
-    """SPEC §6's events, each POSTed to the app's endpoint with the signed WebhookEvent body."""
+    """SPEC §6's events, each POSTed to the app's endpoint with the signed WebhookEvent body. The opt-in
+    `otp.fallback` (channel `auto`) has the same body; WebhookEvent's description names it."""
     _refs, defs = models_json_schema([(a.WebhookEvent, "serialization")], ref_template=REF)
     doc["components"]["schemas"].update(defs.get("$defs", {}))
     headers = [{"name": "X-Wpotp-Event", "in": "header", "required": True, "schema": {"type": "string"}},
@@ -324,7 +325,7 @@ def webhooks(doc: dict) -> dict:
                 "description": "`sha256=` and the hex HMAC-SHA256 of the raw body under the endpoint's secret.",
                 "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}}]
     out = {}
-    for event in PUBLIC_EVENTS:
+    for event in DEFAULT_EVENTS:
         schema = {"allOf": [{"$ref": REF.format(model="WebhookEvent")},
                             {"type": "object", "properties": {"event": {"const": event}}}]}
         out[event] = {"post": {
