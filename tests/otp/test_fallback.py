@@ -63,6 +63,7 @@ def auto_otp(app, key, recipient: str = RECIPIENT, **fields) -> str:
 
 
 def post_status(app, *items: dict):
+    """Meta's status webhook; with the receipt queue on, a worker's drain job applies it."""
     raw, headers = signed(status_webhook(*items))
     answer = app.test_client().post("/webhooks/whatsapp", data=raw, headers=headers)
     assert answer.status_code == 200
@@ -104,7 +105,9 @@ def test_a_test_number_outside_the_allowed_list_fails_without_fallback(cloud, gr
     assert sms_texts(cloud) == []
 
 
-def test_a_131026_failed_receipt_falls_back(cloud, graph):
+@pytest.mark.parametrize("receipt_batch", [0, 4], ids=["inline", "receipt-queue"])
+def test_a_131026_failed_receipt_falls_back(app, make_app, graph, receipt_batch):
+    cloud = make_app(WHATSAPP_GRAPH_URL=graph.url, RECEIPT_BATCH=receipt_batch, **SETTINGS)
     key = make_key(cloud, mode="live")
     otp_id = auto_otp(cloud, key)
     work_queues(cloud)
