@@ -101,3 +101,19 @@ def test_the_fallback_delay_is_an_app_setting(app, console_client, admin_user):
         assert db.session.get(App, key.app_id).fallback_after_seconds == 12
     action, details = _audit(app)[-1]
     assert action == "settings.update" and details["changes"]["fallback_after_seconds"] == [None, 12]
+
+
+def test_the_otp_page_shows_the_fallback(app, live_server, logged_in_page):
+    key = make_key(app, "default")
+    r = send(app.test_client(), key, "+15005550003", channel="auto")  # the sandbox's "not on WhatsApp"
+    assert r.status_code == 201
+    work_queues(app)
+    page = logged_in_page("admin", viewport={"width": 1280, "height": 1100})
+    page.goto(live_server.url(f"/console/otps/{r.json['id']}"))
+    timeline = page.locator("#events tbody tr").all_text_contents()
+    fallback = next(row for row in timeline if "otp.fallback" in row)
+    assert "not_on_whatsapp" in fallback and "QUEUED" in fallback
+    sends = page.locator("#send-attempts tbody tr").all_text_contents()
+    assert [("SMS fallback" in row, "SMS" in row) for row in sends] == [(False, False), (True, True)]  # oldest first
+    assert "0 (and the SMS fallback)" in page.locator(".kv").text_content()
+    page.screenshot(path=f"{SHOTS}/otp-fallback.png", full_page=True)
