@@ -81,6 +81,10 @@ def test_131026_in_the_send_answer_sends_the_same_code_by_sms(cloud, graph):
     detail = show(client, key, otp_id)
     assert detail["channel"] == "sms"
     assert detail["status"] == "DELIVERED"  # the SMS sandbox's delivery report
+    entries = [(e["type"], e["channel"]) for e in detail["timeline"]]
+    assert entries == [("otp.queued", "whatsapp"), ("otp.fallback", "sms"), ("otp.sent", "sms"),
+                       ("otp.delivered", "sms")]
+    assert detail["timeline"][1]["reason"].startswith("131026: Message undeliverable")
     (text,) = sms_texts(cloud)
     assert CODE in text
     types = [t for t, _ in timeline(cloud, otp_id)]

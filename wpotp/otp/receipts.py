@@ -241,6 +241,7 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
     data = {"status": new_status}
     if generation is not None:
         data["generation"] = generation
+        data["channel"] = row.channel  # the channel of the message this receipt is about (its generation's)
     if error_text:
         data["error"] = error_text
     if generation is not None:
