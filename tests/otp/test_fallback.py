@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tests.doubles import HttpDouble
 from tests.helpers import make_key, work_queues
 from tests.providers.cloud_api.graph import SETTINGS, GraphDouble, meta_error, signed, status_item, status_webhook
-from tests.providers.gateway.gateways import API_KEY, SESSION, Waha
+from tests.providers.gateway.gateways import API_KEY, SESSION, Evolution, Waha
 from wpotp.extensions import db, get_queue
 from wpotp.models import Event
 from wpotp.providers.sms_sandbox import read_sms_outbox
@@ -148,8 +148,7 @@ def test_a_whatsapp_only_otp_fails_on_131026(cloud, graph):
 
 def test_waha_check_exists_sends_a_number_not_on_whatsapp_straight_to_sms(app, make_app):
     with Waha() as waha:
-        gw = make_app(WPOTP_PROVIDER="gateway", GATEWAY_KIND="waha", GATEWAY_URL=waha.url, GATEWAY_API_KEY=API_KEY,
-                      GATEWAY_SESSION=SESSION, SEND_RETRY_DELAYS=[0, 0])
+        gw = _gateway_app(make_app, waha)
         waha.not_on_whatsapp.add(RECIPIENT.lstrip("+"))
         key = make_key(gw, mode="live")
         otp_id = auto_otp(gw, key)
@@ -161,6 +160,24 @@ def test_waha_check_exists_sends_a_number_not_on_whatsapp_straight_to_sms(app, m
     assert detail["channel"] == "sms" and detail["status"] == "DELIVERED"
     assert [a["channel"] for a in send_attempts(gw, otp_id)] == ["whatsapp", "sms"]
     assert any(CODE in t for t in sms_texts(gw))
+
+
+def test_evolutions_exists_false_falls_back(app, make_app):
+    with Evolution() as evolution:
+        gw = _gateway_app(make_app, evolution)
+        evolution.not_on_whatsapp.add(RECIPIENT.lstrip("+"))
+        key = make_key(gw, mode="live")
+        otp_id = auto_otp(gw, key)
+        work_queues(gw)
+        assert len(evolution.sends) == 1  # Evolution checks the number as it is asked to send
+    row = otp_row(gw, otp_id)
+    assert (row["channel"], row["status"]) == ("sms", "DELIVERED")
+    assert dict(timeline(gw, otp_id))["otp.fallback"]["reason"].startswith("not_on_whatsapp")
+
+
+def _gateway_app(make_app, double):
+    return make_app(WPOTP_PROVIDER="gateway", GATEWAY_KIND=double.kind, GATEWAY_URL=double.url,
+                    GATEWAY_API_KEY=API_KEY, GATEWAY_SESSION=SESSION, SEND_RETRY_DELAYS=[0, 0])
 
 
 # --- no receipt -------------------------------------------------------------------------------------
