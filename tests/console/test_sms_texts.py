@@ -4,6 +4,8 @@ again on save; the text then used for the app's SMS; FALLBACK_AFTER_SECONDS per 
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from tests.helpers import make_key, work_queues
@@ -117,3 +119,12 @@ def test_the_otp_page_shows_the_fallback(app, live_server, logged_in_page):
     assert [("SMS fallback" in row, "SMS" in row) for row in sends] == [(False, False), (True, True)]  # oldest first
     assert "0 (and the SMS fallback)" in page.locator(".kv").text_content()
     page.screenshot(path=f"{SHOTS}/otp-fallback.png", full_page=True)
+
+
+def test_the_webhooks_page_offers_otp_fallback_opt_in(app, console_client, admin_user):
+    make_key(app, "default")
+    page = console_client(admin_user).get("/console/webhooks").get_data(as_text=True)
+    boxes = dict(re.findall(r'<input([^>]*)value="(otp\.[a-z]+)"', page)[i][::-1] for i in range(8))
+    assert set(boxes) == {"otp.sent", "otp.delivered", "otp.read", "otp.verified", "otp.failed", "otp.expired",
+                          "otp.canceled", "otp.fallback"}
+    assert "checked" not in boxes["otp.fallback"] and "checked" in boxes["otp.sent"]
