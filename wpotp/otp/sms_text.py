@@ -9,6 +9,8 @@ code units: an emoji takes two).
 
 from __future__ import annotations
 
+import re
+
 TEXTS = {
     "en": "{code} is your {app} verification code. Do not share it with anyone.",
     "tr": "{app} doğrulama kodunuz: {code}. Bu kodu kimseyle paylaşmayın.",
@@ -21,15 +23,19 @@ GSM7_BASIC = set(
 GSM7_EXTENSION = set("^{}\\[~]|€\f")
 
 
-PLACEHOLDERS = ("{code}", "{app}")
+_PLACEHOLDER = re.compile(r"\{(code|app)\}")
 MAX_TEXT = 480  # characters of an app's own text (three GSM-7 segments and then some)
 
 
 def sms_body(language: str | None, code: str, app_name: str, own: dict | None = None) -> str:
     """The OTP's text in `language` (`pt_BR` -> `pt` -> `en`): the app's own text for it (`own`,
     by language, as `apps.sms_texts` holds them), else the built-in one."""
-    text = text_for(language, own)
-    return text.replace("{app}", app_name).replace("{code}", code)
+    return fill(text_for(language, own), code, app_name)
+
+
+def fill(text: str, code: str, app_name: str) -> str:
+    """The placeholders filled in one pass (an app name with `{code}` in it stays as written)."""
+    return _PLACEHOLDER.sub(lambda m: code if m.group(1) == "code" else app_name, text)
 
 
 def text_for(language: str | None, own: dict | None = None) -> str:
@@ -57,7 +63,7 @@ def text_problem(text: str) -> str | None:
 
 def preview(text: str, app_name: str, code_length: int = 6) -> str:
     """The text as a user would get it, with a sample code: what the segment count is made of."""
-    return text.replace("{app}", app_name).replace("{code}", "8" * code_length)
+    return fill(text, "8" * code_length, app_name)
 
 
 def is_gsm7(text: str) -> bool:
