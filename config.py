@@ -231,6 +231,9 @@ class Config:
         self.RESEND_MAX = env_int("RESEND_MAX", 3)
         self.load_fraud_guard()
         self.RESEND_INTERVAL = env_int("RESEND_INTERVAL", 30)
+        # Channel `auto`: seconds without a delivery receipt before the same code goes by SMS (0: only
+        # on "not on WhatsApp"); each app may set its own (docs/channels.md).
+        self.FALLBACK_AFTER_SECONDS = env_int("FALLBACK_AFTER_SECONDS", 30, minimum=0)
         self.STUCK_QUEUED_AFTER = env_int("STUCK_QUEUED_AFTER", 60, minimum=5)
         # The batch send path (jobs/enqueue.py): N (16, the default) = the web tier appends sends to a
         # Redis list and drain jobs send up to N at a time, concurrently; 0 = one RQ job per OTP.

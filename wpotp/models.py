@@ -70,6 +70,12 @@ class App(db.Model):
     android_signature_hash: Mapped[str] = mapped_column(String(11), default="", server_default="")
     zero_tap_terms_accepted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     security_recommendation: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Channel `auto` (docs/channels.md): seconds without a delivery receipt before the SMS fallback;
+    # NULL uses FALLBACK_AFTER_SECONDS, 0 turns the no-receipt fallback off.
+    fallback_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The app's own SMS texts by language ({"en": "{code} is your {app} code"}); NULL or a missing
+    # language uses the built-in text (wpotp/otp/sms_text.py).
+    sms_texts: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     def allowed_country_set(self) -> set[str]:
@@ -123,6 +129,10 @@ class Otp(db.Model):
     provider: Mapped[str] = mapped_column(String(16))
     # The channel of the last send: "whatsapp" or "sms" (SPEC §12; `auto` is stored as the one it used).
     channel: Mapped[str] = mapped_column(String(8), default="whatsapp", server_default="whatsapp")
+    # The SMS fallback of channel `auto` (wpotp/otp/fallback.py): NULL none asked for, "armed" on
+    # WhatsApp and may still fall back, "done" fell back to SMS (at most once), "refused" the fraud
+    # guard refused the SMS (the OTP failed).
+    fallback: Mapped[str | None] = mapped_column(String(8))
     recipient: Mapped[str] = mapped_column(String(32))
     country: Mapped[str | None] = mapped_column(String(2))
     reference: Mapped[str | None] = mapped_column(String(128))
@@ -160,6 +170,7 @@ class Otp(db.Model):
         Index("ix_otps_app_recipient", "app_id", "recipient"),
         # The sweeper's scans.
         Index("ix_otps_status_expires", "status", "expires_at"),
+        Index("ix_otps_fallback_sent", "fallback", "last_sent_at"),
         # A reference is unique per app among active OTPs (SPEC §4): enforced by the database.
         Index(
             "uq_otps_app_reference_active",

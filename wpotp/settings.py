@@ -38,6 +38,7 @@ class ServiceSettings:
     fraud_conversion_window: int  # FRAUD_CONVERSION_WINDOW
     fraud_block_seconds: int  # FRAUD_BLOCK_SECONDS, an app's own wins
     sms_provider: str = "sandbox"  # SMS_PROVIDER: where live keys' channel-sms sends go
+    fallback_after: int = 30  # FALLBACK_AFTER_SECONDS, an app's own wins
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -55,7 +56,8 @@ class ServiceSettings:
                    fraud_unverified_country=int(config["FRAUD_UNVERIFIED_COUNTRY"]),
                    fraud_conversion_window=int(config["FRAUD_CONVERSION_WINDOW"]),
                    fraud_block_seconds=int(config["FRAUD_BLOCK_SECONDS"]),
-                   sms_provider=config.get("SMS_PROVIDER", "sandbox"))
+                   sms_provider=config.get("SMS_PROVIDER", "sandbox"),
+                   fallback_after=int(config.get("FALLBACK_AFTER_SECONDS", 30)))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:

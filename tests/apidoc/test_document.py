@@ -140,7 +140,7 @@ def test_examples_match_what_the_service_answers(client, api_key):
         set(answers.Verified.model_fields)
 
 
-def test_errors_name_their_codes_and_webhooks_are_spec_6s(client):
+def test_errors_name_their_codes_and_webhooks_are_spec_6s_and_12s(client):
     doc = fetch(client, "/v1/openapi.json")
     verify = doc["paths"]["/v1/otp/{otp_id}/verify"]["post"]["responses"]
     codes = verify["400"]["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"]
@@ -148,7 +148,10 @@ def test_errors_name_their_codes_and_webhooks_are_spec_6s(client):
     assert verify["429"]["headers"]["Retry-After"]
     assert set(doc["webhooks"]) == {"otp.sent", "otp.delivered", "otp.read", "otp.verified", "otp.failed",
                                     "otp.expired", "otp.canceled", "message.sent", "message.delivered",
-                                    "message.read", "message.failed"}
+                                    "message.read", "message.failed", "otp.fallback"}
+    assert "subscribe" in doc["webhooks"]["otp.fallback"]["post"]["summary"]
+    headers = {h["name"] for h in doc["webhooks"]["otp.sent"]["post"]["parameters"]}
+    assert {"X-Wpotp-Signature", "X-Wpotp-Timestamp", "X-Wpotp-Signature-V2"} <= headers
     assert doc["paths"]["/v1/openapi.json"]["get"]["security"] == []
     assert {"bearer", "apiKeyHeader"} == set(doc["components"]["securitySchemes"])
 

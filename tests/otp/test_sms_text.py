@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wpotp.otp.sms_text import is_gsm7, segments, sms_body
+from wpotp.otp.sms_text import is_gsm7, segments, sms_body, text_problem
 
 
 def test_body_names_the_code_and_the_app_per_language():
@@ -36,3 +36,23 @@ def test_the_builtin_texts_fit_one_segment():
     assert segments(sms_body("en", "12345678", "A" * 20)) == ("GSM-7", 1)
     assert not is_gsm7(sms_body("tr", "1234", "Acme"))
     assert segments(sms_body("tr", "12345678", "Acme")) == ("UCS-2", 1)
+
+
+def test_an_apps_own_text_wins_for_its_language_and_the_built_in_covers_the_rest():
+    own = {"en": "{app}: {code} (do not share)", "pt": "Código {app}: {code}"}
+    assert sms_body("en", "4821", "Acme", own) == "Acme: 4821 (do not share)"
+    assert sms_body("pt_BR", "4821", "Acme", own) == "Código Acme: 4821"
+    assert sms_body("tr", "4821", "Acme", own) == sms_body("tr", "4821", "Acme")  # no own tr: the built-in
+    assert sms_body("de", "4821", "Acme", own) == "Acme: 4821 (do not share)"  # unknown: the app's English
+    assert sms_body("en", "4821", "{code}", own) == "{code}: 4821 (do not share)"  # a name is not re-filled
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("{code} is your {app} code", None),
+    ("Your code", "must contain {code} exactly once"),
+    ("{code} {code}", "must contain {code} exactly once"),
+    ("{code} for {name}", "only the placeholders {code} and {app} may be used"),
+    ("{code} " + "x" * 480, "at most 480 characters"),
+])
+def test_text_problem(text, problem):
+    assert text_problem(text) == problem

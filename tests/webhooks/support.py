@@ -23,7 +23,7 @@ from wpotp.models import App, Event, WebhookAttempt, WebhookDelivery, WebhookEnd
 from wpotp.util import utcnow
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-OTP_DATA = {"id", "recipient", "reference", "status", "templateId"}
+OTP_DATA = {"id", "recipient", "reference", "status", "templateId", "channel"}
 MESSAGE_DATA = {"id", "recipient", "status", "templateId"}
 
 

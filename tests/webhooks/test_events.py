@@ -88,7 +88,7 @@ def test_otp_sent_delivered_read_and_verified_arrive_signed_with_exact_headers_a
 
     assert _events(receiver) == Counter(["otp.sent", "otp.delivered", "otp.read", "otp.verified"])
     base = {"id": otp["id"], "recipient": "+905551117001", "reference": "order-9f3a2c",
-            "templateId": otp["templateId"]}
+            "templateId": otp["templateId"], "channel": "whatsapp"}
     for event_type, status in (("otp.sent", "SENT"), ("otp.delivered", "DELIVERED"), ("otp.read", "READ"),
                                ("otp.verified", "VERIFIED")):
         _assert_webhook(app, _by_event(receiver, event_type), secret, event_type, {**base, "status": status})
@@ -106,7 +106,7 @@ def test_canceled_otp_sends_otp_canceled(app, client, api_key, run_worker, recei
         template_id = db.session.get(Otp, otp_id).template_id
     _assert_webhook(app, receiver.seen[0], secret, "otp.canceled",
                     {"id": otp_id, "recipient": "+905551117002", "reference": None, "status": "CANCELED",
-                     "templateId": template_id})
+                     "templateId": template_id, "channel": "whatsapp"})
     _assert_no_code(receiver, CODE)
 
 
@@ -124,7 +124,7 @@ def test_expired_otp_sends_otp_expired_from_the_sweep(app, client, api_key, run_
     assert _events(receiver) == Counter(["otp.expired"])
     _assert_webhook(app, receiver.seen[0], secret, "otp.expired",
                     {"id": otp["id"], "recipient": "+905551117003", "reference": "exp-1", "status": "EXPIRED",
-                     "templateId": otp["templateId"]})
+                     "templateId": otp["templateId"], "channel": "whatsapp"})
     _assert_no_code(receiver, CODE)
 
 
@@ -139,7 +139,7 @@ def test_undeliverable_recipient_sends_otp_failed_with_the_reason(app, client, a
     assert "not on WhatsApp" in error
     _assert_webhook(app, seen, secret, "otp.failed",
                     {"id": otp["id"], "recipient": UNDELIVERABLE, "reference": None, "status": "FAILED",
-                     "templateId": otp["templateId"], "error": error})
+                     "templateId": otp["templateId"], "channel": "whatsapp", "error": error})
     assert set(seen.json["data"]) == OTP_DATA | {"error"}
     _assert_no_code(receiver, CODE)
 

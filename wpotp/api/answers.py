@@ -204,11 +204,18 @@ class WebhookEventData(Answer):
     reference: str | None = Field(None, description="OTP events only.")
     status: str
     templateId: str | None  # noqa: N815
+    channel: str | None = Field(None, description="OTP events only: the channel the event concerns "
+                                                  "(`whatsapp` or `sms`).")
+    fromChannel: str | None = Field(None, description="`otp.fallback` only: `whatsapp`.")  # noqa: N815
+    reason: str | None = Field(None, description="`otp.fallback` only: why (`131026: Message undeliverable`, "
+                                                 "`not_on_whatsapp: ...`, `no_receipt: ...`).")
     error: Any = Field(None, description="Failure events only.")
 
 
 class WebhookEvent(Answer):
-    """The body POSTed to an app's webhook endpoint (SPEC §6), signed with `X-Wpotp-Signature`."""
+    """The body POSTed to an app's webhook endpoint (SPEC §6), signed with `X-Wpotp-Signature`. Endpoints
+    may also subscribe to `otp.fallback` (channel `auto` went on by SMS: `channel` sms, `fromChannel`,
+    `reason`), which is sent only to endpoints that asked for it."""
     id: str = Field(examples=["evt_7c1a"])
     event: str
     createdAt: Timestamp  # noqa: N815

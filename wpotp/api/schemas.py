@@ -50,7 +50,9 @@ class SendOtpBody(Strict):
     ttl: int | None = Field(None, ge=60, le=900)
     language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
     # `auto`: WhatsApp, then SMS on fallback (SPEC §12).
-    channel: Literal["whatsapp", "sms", "auto"] = "whatsapp"
+    channel: Literal["whatsapp", "sms", "auto"] = Field(
+        "whatsapp", description="`auto`: WhatsApp, then the same code by SMS (once) when WhatsApp says the number "
+                                "cannot get it or no delivery receipt comes within the app's FALLBACK_AFTER_SECONDS.")
 
     @field_validator("length")
     @classmethod

@@ -68,7 +68,8 @@ def timeline(condition) -> list[dict]:
 def event_item(event: Event) -> dict:
     return {"id": event.id, "type": event.type, "status": event.data.get("status"),
             "channel": event.data.get("channel"), "createdAt": iso(event.created_at),
-            **({"error": event.data["error"]} if "error" in event.data else {})}
+            **({"error": event.data["error"]} if "error" in event.data else {}),
+            **({"reason": event.data.get("reason")} if event.type == "otp.fallback" else {})}
 
 
 def attempt_item(attempt: VerifyAttempt) -> dict:

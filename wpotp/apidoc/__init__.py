@@ -21,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 from ..api import answers as a
 from ..compat import snake_name
 from ..compat.otpapi import RENAMED
-from ..webhooks.events import PUBLIC_EVENTS
+from ..webhooks.events import DEFAULT_EVENTS, PUBLIC_EVENTS
 from . import registry
 from .registry import Op
 
@@ -315,20 +315,28 @@ def operation(d: Dialect, schemas: Schemas, named: dict, op: Op, path: str, meth
 
 
 def webhooks(doc: dict) -> dict:
-    """SPEC §6's events, each POSTed to the app's endpoint with the signed WebhookEvent body."""
+    """SPEC §6's events and the opt-in `otp.fallback` (SPEC §12, channel `auto`), each POSTed to the
+    app's endpoint with the signed WebhookEvent body."""
     _refs, defs = models_json_schema([(a.WebhookEvent, "serialization")], ref_template=REF)
     doc["components"]["schemas"].update(defs.get("$defs", {}))
     headers = [{"name": "X-Wpotp-Event", "in": "header", "required": True, "schema": {"type": "string"}},
                {"name": "X-Wpotp-Delivery", "in": "header", "required": True, "schema": {"type": "string"}},
                {"name": "X-Wpotp-Signature", "in": "header", "required": True,
                 "description": "`sha256=` and the hex HMAC-SHA256 of the raw body under the endpoint's secret.",
+                "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}},
+               {"name": "X-Wpotp-Timestamp", "in": "header", "required": True,
+                "description": "Unix seconds of this attempt, covered by X-Wpotp-Signature-V2.",
+                "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+               {"name": "X-Wpotp-Signature-V2", "in": "header", "required": True,
+                "description": "`sha256=` and the hex HMAC-SHA256 of `<X-Wpotp-Timestamp>.<raw body>`.",
                 "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}}]
     out = {}
     for event in PUBLIC_EVENTS:
         schema = {"allOf": [{"$ref": REF.format(model="WebhookEvent")},
                             {"type": "object", "properties": {"event": {"const": event}}}]}
         out[event] = {"post": {
-            "summary": f"{event}, delivered at least once to the app's endpoint",
+            "summary": f"{event}, delivered at least once to the app's endpoint"
+                       + ("" if event in DEFAULT_EVENTS else " (only to endpoints that subscribe to it)"),
             "parameters": headers,
             "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             "responses": {"2XX": {"description": "Received; anything else (or a timeout) is retried."}},

@@ -14,7 +14,7 @@ from flask import Blueprint
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
-from . import admin, auth, fraud  # noqa: E402,F401  (routes register on bp)
+from . import admin, auth, fraud, sms_texts  # noqa: E402,F401  (routes register on bp)
 
 _OPTIONAL_PAGES = ("overview", "otps", "reports")
 

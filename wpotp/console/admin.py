@@ -23,7 +23,7 @@ from ..providers.sandbox import read_outbox
 from ..providers.sms_sandbox import read_sms_outbox
 from ..util import utcnow
 from ..webhooks.endpoints import configure_endpoint, find_endpoint, rotate_secret
-from ..webhooks.events import PUBLIC_EVENTS
+from ..webhooks.events import DEFAULT_EVENTS
 from . import bp
 from .audit import audit
 from .auth import admin_required, current_console_app
@@ -32,7 +32,7 @@ from .forms import AutofillForm, KeyForm, RoleForm, SettingsForm, UserForm, Webh
 ONCE_TTL = 120  # seconds a one-time secret waits for the page that shows it
 AUDIT_PAGE = 50
 SETTINGS_FIELDS = ("otp_length", "otp_ttl", "max_attempts", "allowed_countries", "api_rate_limit",
-                   "recipient_rate_limit", "daily_send_cap", "default_language")
+                   "recipient_rate_limit", "daily_send_cap", "default_language", "fallback_after_seconds")
 AUTOFILL_FIELDS = ("otp_type", "android_package_name", "android_signature_hash", "zero_tap_terms_accepted",
                    "security_recommendation")
 
@@ -285,8 +285,11 @@ def _sync_configured() -> bool:
 
 @bp.get("/templates")
 def templates():
+    from .sms_texts import sms_context
+
     rows = db.session.scalars(select(Template).order_by(Template.name, Template.language)).all()
-    return render_template("console/templates.html", templates=rows, sync_configured=_sync_configured())
+    return render_template("console/templates.html", templates=rows, sync_configured=_sync_configured(),
+                           **sms_context(current_console_app()))
 
 
 @bp.post("/templates/sync")
@@ -332,7 +335,7 @@ def _webhooks_page(form: WebhookForm, status: int = 200):
 def webhooks():
     endpoint = find_endpoint(current_console_app())
     form = WebhookForm(data={"url": endpoint.url if endpoint else "",
-                             "events": endpoint.events if endpoint else list(PUBLIC_EVENTS)})
+                             "events": endpoint.events if endpoint else list(DEFAULT_EVENTS)})
     return _webhooks_page(form)
 
 

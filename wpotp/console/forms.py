@@ -89,6 +89,10 @@ class SettingsForm(FlaskForm):
                                    validators=[DataRequired(),
                                                Regexp(LANGUAGE, message="Use a code like en or pt_BR.")],
                                    description="Template language when a send names none, e.g. en, pt_BR.")
+    fallback_after_seconds = IntegerField(
+        "SMS fallback after (seconds)", validators=[Optional(), NumberRange(0, 3600)],
+        description="Channel auto: seconds without a delivery receipt before the same code goes by SMS; "
+                    "0 falls back only when the number is not on WhatsApp; empty uses the server setting.")
 
 
 OTP_TYPE_CHOICES = [SelectChoice("COPY_CODE", "copy code (every phone)"),

@@ -130,6 +130,23 @@ def current_send_job(otp_id: str) -> bytes | None:
 
 
 MESSAGE_JOB = "wpotp.jobs.send.send_message_job"
+FALLBACK_JOB = "wpotp.jobs.send.fallback_job"
+
+
+def enqueue_fallback(otp_id: str, generation: int, reason: str | None = None, delay: int = 0,
+                     pipeline: Pipeline | None = None) -> str:
+    """Queue (or, with a delay, schedule: RQ's scheduled registry, in Redis) the SMS fallback of one
+    generation of a channel `auto` OTP (otp/fallback.py). `reason` None: the no-receipt timer.
+    With `pipeline` (in MULTI), nothing reaches Redis until the caller executes it."""
+    queue = get_queue("otp")
+    kwargs = dict(job_id=f"fallback-{otp_id}-g{generation}-{random_base62(6)}",
+                  description=f"fallback {otp_id} g{generation}", result_ttl=SEND_RESULT_TTL, failure_ttl=86400,
+                  pipeline=pipeline)
+    if delay > 0:
+        job = queue.enqueue_in(timedelta(seconds=delay), FALLBACK_JOB, otp_id, generation, reason, **kwargs)
+    else:
+        job = queue.enqueue(FALLBACK_JOB, otp_id, generation, reason, **kwargs)
+    return job.id
 
 
 def enqueue_message(message_id: str, try_number: int = 1, delay: int = 0) -> str:

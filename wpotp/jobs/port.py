@@ -47,6 +47,15 @@ class RQJobQueue:
         """Try the send again in `delay` seconds (0: as soon as a worker is free)."""
         return enqueue.enqueue_send(otp_id, generation, try_number, delay=delay, ttl=ttl)
 
+    def schedule_fallback(self, otp_id: str, generation: int, delay: int, pipeline: Pipeline | None = None) -> str:
+        """The no-receipt timer of a channel `auto` send: its SMS fallback job in `delay` seconds
+        (with `pipeline`, inside the caller's MULTI)."""
+        return enqueue.enqueue_fallback(otp_id, generation, None, delay=delay, pipeline=pipeline)
+
+    def queue_fallback(self, otp_id: str, generation: int, reason: str) -> str:
+        """The SMS fallback of a channel `auto` OTP now (a receipt said "not on WhatsApp")."""
+        return enqueue.enqueue_fallback(otp_id, generation, reason)
+
     def send_pending(self, otp_id: str, started_grace: float) -> bool:
         """Will this OTP's latest queued send still run, or is it running? (The sweep's test.)"""
         return enqueue.job_alive(enqueue.current_send_job(otp_id), started_grace)

@@ -14,6 +14,17 @@ def send_otp_job(otp_id: str, generation: int, try_number: int = 1) -> str:
 
 
 @job
+def fallback_job(otp_id: str, generation: int, reason: str | None = None) -> str:
+    """The SMS fallback of a channel `auto` OTP: on a "not on WhatsApp" receipt (`reason`), or its
+    no-receipt timer (reason None: acts only once the app's FALLBACK_AFTER_SECONDS have passed)."""
+    from ..otp import fallback
+
+    if reason is None:
+        return fallback.fall_back(otp_id, generation, fallback.NO_RECEIPT, due_only=True)
+    return fallback.fall_back(otp_id, generation, reason)
+
+
+@job
 def send_message_job(message_id: str, try_number: int = 1) -> str:
     from .. import messages
 

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, insert, select, update
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, App, Otp, OtpStatus, SendAttempt
 from ..providers import OutboundOtp, OutboundSms, Provider, ProviderError, get_provider, get_sms_provider
+from ..providers.base import means_not_on_whatsapp
 from ..providers.faults import note_config_fault
 from ..providers.throttle import SlotWaitStopped, wait_for_slot
 from ..settings import settings
@@ -39,7 +40,7 @@ log = logging.getLogger("wpotp.delivery")
 _otps = Otp.__table__
 _SEND_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.recipient, _otps.c.provider, _otps.c.template_id,
                  _otps.c.footer, _otps.c.status, _otps.c.generation, _otps.c.expires_at, _otps.c.ttl_seconds,
-                 _otps.c.channel, _otps.c.language)
+                 _otps.c.channel, _otps.c.language, _otps.c.fallback)
 _LOAD_FOR_SEND = select(*_SEND_COLUMNS).where(_otps.c.id == bindparam("otp_id"))
 _LOAD_MANY_FOR_SEND = select(*_SEND_COLUMNS).where(_otps.c.id.in_(bindparam("otp_ids", expanding=True)))
 _MARK_SENT = (update(_otps)
@@ -100,9 +101,10 @@ def _outbound(otp, generation: int, sealed: bytes) -> OutboundOtp | OutboundSms:
     for channel sms the built-in text of the OTP's language with the code and the app's name."""
     code = unseal_code(otp.id, generation, sealed.decode())
     if otp.channel == "sms":
-        app_name = db.session.connection().execute(select(App.name).where(App.id == otp.app_id)).scalar() or ""
+        owner = db.session.connection().execute(select(App.name, App.sms_texts).where(App.id == otp.app_id)).first()
         return OutboundSms(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient,
-                           body=sms_body(otp.language, code, app_name))
+                           body=sms_body(otp.language, code, owner.name if owner else "",
+                                         owner.sms_texts if owner else None))
     template = template_by_id(otp.template_id)
     return OutboundOtp(otp_id=otp.id, app_id=otp.app_id, recipient=otp.recipient, code=code,
                        template_name=template.name, language=template.language,
@@ -336,7 +338,15 @@ def retry_delay(exc: ProviderError, try_number: int) -> int | None:
 
 
 def _after_failure(otp, exc: ProviderError, try_number: int) -> str:
-    """Retry with backoff while the OTP is alive; otherwise FAILED with the provider's reason."""
+    """Retry with backoff while the OTP is alive; otherwise FAILED with the provider's reason. A
+    channel `auto` OTP whose recipient is not on WhatsApp falls back to SMS instead (otp/fallback.py)."""
+    if getattr(otp, "fallback", None) == "armed" and otp.channel == "whatsapp" and means_not_on_whatsapp(exc):
+        from .fallback import fall_back
+
+        commit_and_queue()  # the send attempt, before the fallback's own transaction
+        outcome = fall_back(otp.id, otp.generation, str(exc))
+        if outcome != "skipped":
+            return outcome
     delay = retry_delay(exc, try_number)
     if delay is not None and (otp.expires_at - utcnow()).total_seconds() > delay:
         commit_and_queue()

@@ -5,6 +5,8 @@
   receipt queue, and a drain job is made pending for any that wait (the queue port's rescue_receipts).
 - In doubt: a new OTP whose COMMIT lost its answer (its client got a 503) is deleted if it is
   there (service.resolve_in_doubt).
+- Fallback: a channel `auto` OTP still not delivered past its app's FALLBACK_AFTER_SECONDS (its
+  timer job lost with Redis) falls back to SMS (otp/fallback.py).
 - Rescue: an OTP QUEUED for longer than STUCK_QUEUED_AFTER whose send job is gone (lost
   with a Redis restart, or failed on a crash) is queued again while its sealed code is
   still in Redis, and FAILED otherwise. No OTP stays QUEUED forever.
@@ -23,6 +25,7 @@ from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
 from .delivery import _fail
+from .fallback import fall_back_overdue
 from .service import resolve_in_doubt, seal_key
 
 log = logging.getLogger("wpotp.maintenance")
@@ -35,10 +38,13 @@ def sweep() -> dict:
 
     in_doubt = resolve_in_doubt(sweep=True)  # before the rescue: such a row is deleted, never failed
     expired = expire_due()
+    fell_back = fall_back_overdue()
     requeued, failed = rescue_stuck()
     result = {"in_doubt_deleted": in_doubt, "expired": expired, "requeued": requeued, "failed": failed,
               "messages_expired": expire_due_messages(), "webhooks_requeued": rescue_due(),
               "receipts_rescued": job_queue().rescue_receipts()}
+    if fell_back:  # only when there were some: the sweep's figures stay as they were for apps without `auto`
+        result["fell_back"] = fell_back
     if any(result.values()):
         log.info("sweep: %s", result)
     return result

@@ -31,6 +31,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..extensions import db, job_queue, redis_client
 from ..models import Event, Message, Otp, SendAttempt, WebhookDelivery
+from ..providers.base import means_not_on_whatsapp
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe, owed_delivery
@@ -85,6 +86,7 @@ class _Batch:
         self.last: dict[str, datetime] = {}
         self.status: dict[str, str] = {}  # a row's status as this transaction left it
         self.locked: _Locked | None = None  # PostgreSQL's batch: decided here, written in one UPDATE
+        self.fallbacks: list[tuple[str, int, str]] = []  # (OTP id, generation, reason): queued after the commit
 
     def next_stamp(self, row_id: str, at: datetime) -> datetime:
         """`at`, or just after this row's last event of the batch if that is not earlier."""
@@ -153,7 +155,18 @@ def _apply_one(provider_message_id: str, status: str, now: datetime, error: str 
     finally:
         if db.session().in_transaction():
             db.session.rollback()  # nothing written (a repeat, an unknown id), or a failure
+    _queue_fallbacks(batch.fallbacks)
     return applied
+
+
+def _queue_fallbacks(fallbacks: list[tuple[str, int, str]]) -> None:
+    """The SMS fallbacks a batch's "not on WhatsApp" receipts asked for (otp/fallback.py). Redis away:
+    the sweep falls back once the app's FALLBACK_AFTER_SECONDS have passed without a receipt."""
+    for otp_id, generation, reason in fallbacks:
+        try:
+            job_queue().queue_fallback(otp_id, generation, reason)
+        except redis.exceptions.RedisError:
+            log.warning("could not queue the SMS fallback of %s (Redis unavailable); the sweep will", otp_id)
 
 
 def _apply_known(batch: _Batch, provider_message_id: str, status: str, now: datetime, error: str | None,
@@ -173,6 +186,12 @@ def _apply_known(batch: _Batch, provider_message_id: str, status: str, now: date
         if generation != row.generation:
             data = {"status": batch.status.get(row.id, row.status), "generation": generation, "superseded": True}
             batch.event(row.app_id, f"otp.{status}", data, batch.stamp(row.id, now), otp_id=row.id)
+            return False
+        if (status == "failed" and row.fallback == "armed" and row.channel == "whatsapp"
+                and means_not_on_whatsapp(error)):
+            # Channel `auto`: not a failure of the OTP but its cue to go by SMS; the fallback job
+            # records it (otp.fallback, with this reason). Nothing changes here.
+            batch.fallbacks.append((row.id, generation, error or "not_on_whatsapp"))
             return False
         return _apply_to(batch, _OTP_UPDATES[status], row, status, now, error, generation)
     return _apply_to(batch, _MESSAGE_UPDATES[status], row, status, now, error, None)
@@ -222,6 +241,7 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
     data = {"status": new_status}
     if generation is not None:
         data["generation"] = generation
+        data["channel"] = row.channel  # the channel of the message this receipt is about (its generation's)
     if error_text:
         data["error"] = error_text
     if generation is not None:
@@ -233,7 +253,7 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
 
 _RECEIPT_COLUMNS = ("status", "sent_at", "delivered_at", "read_at", "failed_at", "error")
 _RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.provider_message_id,
-                        *(_otps.c[name] for name in _RECEIPT_COLUMNS))
+                        _otps.c.fallback, _otps.c.channel, *(_otps.c[name] for name in _RECEIPT_COLUMNS))
 _MESSAGE_COLUMNS = (_messages.c.id, _messages.c.app_id, _messages.c.provider_message_id,
                     *(_messages.c[name] for name in _RECEIPT_COLUMNS))
 
@@ -341,6 +361,7 @@ def apply_receipts(batch: list[Receipt]) -> list[bool]:
     except BaseException:
         db.session.rollback()
         raise
+    _queue_fallbacks(writes.fallbacks)
     for receipt in held:
         hold_receipt(receipt.provider, receipt.message_id, receipt.status, receipt.at, receipt.error)
     return results

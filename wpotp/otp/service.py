@@ -40,6 +40,7 @@ from ..webhooks.events import commit_and_queue
 from . import fraud, store
 from .codes import code_matches, generate_code, hash_code, seal_code
 from .events import record_event
+from .fallback import fallback_after, fallback_for
 from .limits import consume_send
 from .phones import normalize_recipient
 from .templates import resolve_template
@@ -106,8 +107,9 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[store.OtpView
     now = utcnow()
     otp_id = new_id("otp")
     channel = sending_channel(req.channel)
+    fallback = fallback_for(req.channel)
     values = dict(id=otp_id, app_id=app.id, api_key_id=api_key.id, mode=api_key.mode, channel=channel,
-                  provider=provider_for(api_key, channel), recipient=recipient, country=country,
+                  fallback=fallback, provider=provider_for(api_key, channel), recipient=recipient, country=country,
                   reference=req.reference, footer=req.footer,
                   template_id=template.id, language=template.language, code_hash=hash_code(otp_id, code),
                   code_length=len(code), status=OtpStatus.QUEUED, attempts=0, max_attempts=app.max_attempts,
@@ -124,7 +126,7 @@ def send_otp(app: App, api_key: ApiKey, req: SendRequest) -> tuple[store.OtpView
     # a refusal rolls the row back.
     consume_send(app, recipient)
     _commit_new(otp_id)  # the answer is the values written: no SELECT back
-    _hand_to_worker(otp, code)
+    _hand_to_worker(otp, code, fallback_in=fallback_after(app) if fallback else 0)
     if _in_doubt:
         try:
             resolve_in_doubt()
@@ -235,8 +237,9 @@ def _active_by_reference(app: App, reference: str, recipient: str) -> Otp | None
 QUEUE_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None = None) -> None:
-    """After the commit: leave the sealed code for the worker and queue the send.
+def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None = None, fallback_in: int = 0) -> None:
+    """After the commit: leave the sealed code for the worker and queue the send (and, for an armed
+    channel `auto` send, its no-receipt timer: the SMS fallback job in `fallback_in` seconds).
 
     If Redis cannot be reached here the change is undone, so the caller's 503 leaves nothing
     behind: a new OTP is removed, a resend is put back as it was (the previous code keeps
@@ -248,6 +251,8 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
         with redis_client.conn.pipeline() as pipe:
             pipe.multi()
             pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
+            if fallback_in > 0:  # before the send: the send's replies stay last (after_hand_off reads them)
+                job_queue().schedule_fallback(otp.id, generation, fallback_in, pipeline=pipe)
             job_queue().hand_off_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
             replies = pipe.execute()
     except QUEUE_OUTAGES as exc:
@@ -392,7 +397,7 @@ def resend_otp(app: App, otp_id: str, channel: str | None = None) -> Otp:
     if problem is not None:
         raise problem
     cfg = settings()
-    if otp.generation - 1 >= cfg.resend_max:
+    if _resends(otp) >= cfg.resend_max:
         retry = int((otp.expires_at - now).total_seconds())
         raise RateLimited(f"{cfg.resend_max} resends per OTP", retry,
                           f"This OTP was resent {cfg.resend_max} times already; send a new OTP.")
@@ -400,16 +405,19 @@ def resend_otp(app: App, otp_id: str, channel: str | None = None) -> Otp:
     if wait > 0:
         raise RateLimited(f"1 send per {cfg.resend_interval} seconds per OTP", int(wait) + 1,
                           f"Resend allowed {int(wait) + 1} s from now.")
-    fraud.guard(app, otp.recipient, otp.country, getattr(otp, "channel", None) or "whatsapp")
+    fallback = fallback_for(channel, otp.fallback)
+    # After a fallback, `auto` means the channel that reached the user: SMS.
+    channel = otp.channel if channel is None else "sms" if channel == "auto" and fallback != "armed" \
+        else sending_channel(channel)
+    fraud.guard(app, otp.recipient, otp.country, channel)
     code = generate_code(otp.code_length)
     generation = otp.generation + 1
-    channel = otp.channel if channel is None else sending_channel(channel)
     before = _snapshot(otp)
     stmt = (update(Otp)
             .where(Otp.id == otp.id, Otp.generation == otp.generation, Otp.status.in_(ACTIVE_STATUSES),
                    Otp.expires_at > now, Otp.attempts < Otp.max_attempts)
             .values(code_hash=hash_code(otp.id, code), superseded_code_hashes=_superseding(otp),
-                    generation=generation, status=OtpStatus.QUEUED, channel=channel,
+                    generation=generation, status=OtpStatus.QUEUED, channel=channel, fallback=fallback,
                     provider=provider_for_mode(otp.mode, channel),
                     expires_at=now + timedelta(seconds=otp.ttl_seconds), last_sent_at=now, sent_at=None,
                     delivered_at=None, read_at=None, provider_message_id=None, error=None)
@@ -423,8 +431,14 @@ def resend_otp(app: App, otp_id: str, channel: str | None = None) -> Otp:
     consume_send(app, otp.recipient)  # a refusal rolls the resend back
     commit_and_queue()
     db.session.refresh(otp)
-    _hand_to_worker(otp, code, revert_to=before)
+    armed = fallback == "armed" and channel == "whatsapp"
+    _hand_to_worker(otp, code, revert_to=before, fallback_in=fallback_after(app) if armed else 0)
     return otp
+
+
+def _resends(otp: Otp) -> int:
+    """Resends so far: one generation per send, but an SMS fallback's is not the caller's resend."""
+    return otp.generation - 1 - (1 if otp.fallback == "done" else 0)
 
 
 def _superseding(otp: Otp) -> str:
@@ -437,7 +451,8 @@ def _superseding(otp: Otp) -> str:
 
 
 _RESEND_FIELDS = ("code_hash", "superseded_code_hashes", "generation", "status", "expires_at", "last_sent_at",
-                  "sent_at", "delivered_at", "read_at", "provider_message_id", "error", "channel", "provider")
+                  "sent_at", "delivered_at", "read_at", "provider_message_id", "error", "channel", "provider",
+                  "fallback")
 
 
 def _snapshot(otp: Otp) -> dict:

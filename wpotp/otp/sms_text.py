@@ -9,6 +9,8 @@ code units: an emoji takes two).
 
 from __future__ import annotations
 
+import re
+
 TEXTS = {
     "en": "{code} is your {app} verification code. Do not share it with anyone.",
     "tr": "{app} doğrulama kodunuz: {code}. Bu kodu kimseyle paylaşmayın.",
@@ -21,11 +23,47 @@ GSM7_BASIC = set(
 GSM7_EXTENSION = set("^{}\\[~]|€\f")
 
 
-def sms_body(language: str | None, code: str, app_name: str) -> str:
-    """The OTP's text in `language` (`pt_BR` -> `pt` -> `en`)."""
+_PLACEHOLDER = re.compile(r"\{(code|app)\}")
+MAX_TEXT = 480  # characters of an app's own text (three GSM-7 segments and then some)
+
+
+def sms_body(language: str | None, code: str, app_name: str, own: dict | None = None) -> str:
+    """The OTP's text in `language` (`pt_BR` -> `pt` -> `en`): the app's own text for it (`own`,
+    by language, as `apps.sms_texts` holds them), else the built-in one."""
+    return fill(text_for(language, own), code, app_name)
+
+
+def fill(text: str, code: str, app_name: str) -> str:
+    """The placeholders filled in one pass (an app name with `{code}` in it stays as written)."""
+    return _PLACEHOLDER.sub(lambda m: code if m.group(1) == "code" else app_name, text)
+
+
+def text_for(language: str | None, own: dict | None = None) -> str:
+    """The template of `language`'s text, placeholders unfilled (the app's own first)."""
     lang = (language or "en").replace("-", "_")
-    text = TEXTS.get(lang) or TEXTS.get(lang.split("_")[0].lower()) or TEXTS["en"]
-    return text.format(code=code, app=app_name)
+    for table in (own or {}, TEXTS):
+        text = table.get(lang) or table.get(lang.split("_")[0].lower())
+        if text:
+            return text
+    return (own or {}).get("en") or TEXTS["en"]
+
+
+def text_problem(text: str) -> str | None:
+    """Why an app's own SMS text cannot be used, or None: it must carry `{code}` once, and no
+    other `{...}` than `{code}` and `{app}`."""
+    if len(text) > MAX_TEXT:
+        return f"at most {MAX_TEXT} characters"
+    if text.count("{code}") != 1:
+        return "must contain {code} exactly once"
+    rest = text.replace("{code}", "").replace("{app}", "")
+    if "{" in rest or "}" in rest:
+        return "only the placeholders {code} and {app} may be used"
+    return None
+
+
+def preview(text: str, app_name: str, code_length: int = 6) -> str:
+    """The text as a user would get it, with a sample code: what the segment count is made of."""
+    return fill(text, "8" * code_length, app_name)
 
 
 def is_gsm7(text: str) -> bool:

@@ -70,6 +70,7 @@ class OtpView:
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
     channel: str = "whatsapp"
+    fallback: str | None = None
     timeline: list | None = None
 
     @property

@@ -71,6 +71,20 @@ class ProviderError(Exception):
         return f"{self.code}: {self.reason}"
 
 
+NOT_ON_WHATSAPP = "not_on_whatsapp"  # the code of a gateway's (or the sandbox's) "number not on WhatsApp"
+
+
+def means_not_on_whatsapp(error: ProviderError | str | None) -> bool:
+    """Whether a WhatsApp failure says the recipient cannot get WhatsApp: a send's ProviderError
+    (its code), or a `failed` receipt's error text (`131026: Message undeliverable`)."""
+    from .cloud_api import NOT_ON_WHATSAPP as META_CODES
+
+    if error is None:
+        return False
+    code = error.code if isinstance(error, ProviderError) else str(error).split(":", 1)[0].strip()
+    return code == NOT_ON_WHATSAPP or (code.isdigit() and int(code) in META_CODES)
+
+
 class Provider:
     name = "base"
     # Whether sends count against WHATSAPP_MPS, the cross-worker throughput cap.

@@ -43,6 +43,13 @@ CONFIG_FAULTS = {0, 3, 10, 190, 131005, 131031, 131042, 133010} | set(range(200,
 # Documented permanent ones; any other 4xx is permanent too.
 PERMANENT = {131026, 131008, 131009, 131047, 131051, 132000, 132001, 132005, 132007, 132012, 132015, 132016}
 
+# Permanent failures that mean "this recipient cannot get WhatsApp (now)": a channel `auto` OTP falls
+# back to SMS on them (docs/channels.md), whether Meta says so in the send's answer or in a `failed`
+# status webhook. 131026: undeliverable (no WhatsApp account, an old app, terms not accepted);
+# 131049: Meta chose not to deliver (ecosystem engagement); 130472: the number is in one of Meta's
+# experiments. Not 131030 (recipient not in the allowed list): a test number's setup, for the operator.
+NOT_ON_WHATSAPP = {131026, 131049, 130472}
+
 _TITLE_PREFIX = re.compile(r"^\(#\d+\)\s*")
 REASON_MAX = 200
 TEMPLATE_FIELDS = "id,name,language,status,category,components,message_send_ttl_seconds"

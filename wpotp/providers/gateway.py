@@ -23,7 +23,7 @@ from urllib.parse import quote
 import requests
 from flask import current_app
 
-from .base import OutboundOtp, OutboundTemplate, Provider, ProviderError, SendResult
+from .base import NOT_ON_WHATSAPP, OutboundOtp, OutboundTemplate, Provider, ProviderError, SendResult
 from .http import request
 
 # WAHA's 422 "Session status is not as expected" names the session status it found.
@@ -256,7 +256,7 @@ def json_or_none(resp: requests.Response) -> object:
 
 
 def not_on_whatsapp() -> ProviderError:
-    return ProviderError("recipient is not on WhatsApp", permanent=True, code="not_on_whatsapp")
+    return ProviderError("recipient is not on WhatsApp", permanent=True, code=NOT_ON_WHATSAPP)
 
 
 def no_message_id(resp: requests.Response) -> ProviderError:

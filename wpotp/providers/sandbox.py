@@ -1,7 +1,9 @@
 """The sandbox: no network. Messages land in an outbox in Redis; receipts are simulated.
 
-Test keys always use it. Two magic recipients simulate failures:
-`+15005550001` fails permanently (not on WhatsApp), `+15005550002` fails in a way worth retrying.
+Test keys always use it. Magic recipients simulate failures:
+`+15005550001` fails permanently, `+15005550002` fails in a way worth retrying, `+15005550003` is
+not on WhatsApp (a channel `auto` OTP falls back to SMS at once), `+15005550004` is sent but no
+receipt ever comes (an `auto` OTP falls back after FALLBACK_AFTER_SECONDS).
 The outbox is the one place a code can be read back, and only for sandbox sends.
 """
 
@@ -14,12 +16,14 @@ from flask import current_app
 
 from ..extensions import get_queue, redis_client
 from ..util import iso, new_id, utcnow
-from .base import OutboundOtp, OutboundTemplate, Provider, ProviderError, SendResult
+from .base import NOT_ON_WHATSAPP, OutboundOtp, OutboundTemplate, Provider, ProviderError, SendResult
 
 OUTBOX_KEY = "wpotp:sandbox:outbox"
 OUTBOX_SIZE = 500
 PERMANENT_FAILURE = "+15005550001"
 RETRYABLE_FAILURE = "+15005550002"
+NOT_ON_WHATSAPP_RECIPIENT = "+15005550003"
+NO_RECEIPT_RECIPIENT = "+15005550004"
 
 
 class SandboxProvider(Provider):
@@ -40,6 +44,8 @@ class SandboxProvider(Provider):
             raise ProviderError("recipient is not on WhatsApp (sandbox)", permanent=True, code="sandbox_undeliverable")
         if recipient == RETRYABLE_FAILURE:
             raise ProviderError("temporary failure (sandbox)", permanent=False, code="sandbox_temporary")
+        if recipient == NOT_ON_WHATSAPP_RECIPIENT:
+            raise ProviderError("recipient is not on WhatsApp (sandbox)", permanent=True, code=NOT_ON_WHATSAPP)
         message_id = new_id("sbx")
         entry = {"id": message_id, "recipient": recipient, **fields, "createdAt": iso(utcnow())}
         conn = redis_client.conn
@@ -51,7 +57,9 @@ class SandboxProvider(Provider):
         return SendResult(provider_message_id=message_id)
 
     def after_sent(self, message: OutboundOtp | OutboundTemplate, result: SendResult) -> None:
-        """Simulate WhatsApp's receipts: delivered, then read."""
+        """Simulate WhatsApp's receipts: delivered, then read (none for NO_RECEIPT_RECIPIENT)."""
+        if message.recipient == NO_RECEIPT_RECIPIENT:
+            return
         delay = current_app.config["SANDBOX_RECEIPT_DELAY"]
         queue = get_queue("default")
         func = "wpotp.jobs.receipts.apply_receipt_job"

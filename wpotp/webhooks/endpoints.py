@@ -10,14 +10,15 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import App, WebhookEndpoint
 from ..util import utcnow
-from .events import PUBLIC_EVENTS
+from .events import DEFAULT_EVENTS, PUBLIC_EVENTS
 from .guard import check_url
 from .signing import new_secret, seal_secret
 
 
 def parse_events(wanted: list[str]) -> list[str]:
-    """The events asked for, in SPEC order; none means every event. ValueError on an unknown one."""
-    names = [e.strip() for e in wanted if e.strip()] or list(PUBLIC_EVENTS)
+    """The events asked for, in SPEC order; none means SPEC §6's (DEFAULT_EVENTS: all but the opt-in
+    otp.fallback). ValueError on an unknown one."""
+    names = [e.strip() for e in wanted if e.strip()] or list(DEFAULT_EVENTS)
     unknown = sorted(set(names) - set(PUBLIC_EVENTS))
     if unknown:
         raise ValueError(f"unknown events: {', '.join(unknown)}; known: {', '.join(PUBLIC_EVENTS)}")
