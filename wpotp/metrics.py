@@ -202,12 +202,24 @@ def _watch_commits() -> None:
 
 # --- requests -----------------------------------------------------------------------------------------
 
+_ROUTES: dict[str, str] = {}
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def _route_label(rule: str) -> str:
+    """`/v1/otp/<otp_id:otp_id>/verify` as `/v1/otp/<otp_id>/verify` (worked out once per rule)."""
+    label = _ROUTES.get(rule)
+    if label is None:
+        label = _ROUTES[rule] = _CONVERTER.sub(r"<\1>", rule)
+    return label
+
+
 def _count_request(response: Response) -> Response:
     started = g.get("started")  # set first thing by wpotp.logs.install_request_id
     if started is None:
         return response
     rule = request.url_rule
-    route = rule.rule if rule is not None else "unmatched"  # never the raw path: ids would explode the series
+    route = _route_label(rule.rule) if rule is not None else "unmatched"  # never the raw path (ids)
     status = str(response.status_code)
     HTTP_REQUESTS.labels(request.method, route, status).inc()
     HTTP_LATENCY.labels(request.method, route, status).observe(time.monotonic() - started)
