@@ -359,3 +359,37 @@ def test_two_gunicorn_workers_and_the_worker_process_add_up_exactly(served, api_
     assert served_by_victim > 0
     writers = {path.stem.rpartition("-")[2] for path in directory.glob("counter_*.db")}
     assert str(victim) in writers and len(writers) >= 4  # two workers, the replacement, the worker process
+
+
+# --- the documents operators load: every metric they name exists ------------------------------------
+
+def _exported_families(client) -> set[str]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {family.name for family in text_string_to_metric_families(text) if family.name.startswith("wpotp_")}
+
+
+def _named_in(text: str) -> set[str]:
+    import re
+
+    names = set(re.findall(r"\b(wpotp_[a-z_]+)", text))
+    return {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in names}
+
+
+def test_every_metric_the_alert_rules_and_dashboard_name_is_exported(app, api_key, run_worker):
+    import json
+
+    import yaml
+
+    client = app.test_client()
+    send(client, api_key, "+905551112233")  # so that the labelled series exist
+    run_worker()
+    exported = _exported_families(client)
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/wpotp-alerts.yml").read_text())
+    expressions = " ".join(rule["expr"] for group in rules["groups"] for rule in group["rules"])
+    dashboard = json.loads((ROOT / "docs/grafana-dashboard.json").read_text())
+    queries = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", []))
+    documented = (ROOT / "docs/operations.md").read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    for source, text in (("alerts", expressions), ("dashboard", queries), ("operations.md", documented)):
+        named = _named_in(text)
+        assert named and named <= exported, (source, sorted(named - exported))
+    assert exported - _named_in(documented) == set(), "metrics missing from docs/operations.md"
