@@ -203,6 +203,7 @@ def _watch_commits() -> None:
 # --- requests -----------------------------------------------------------------------------------------
 
 _ROUTES: dict[str, str] = {}
+_REQUEST_SERIES: dict[tuple, tuple] = {}
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -220,9 +221,13 @@ def _count_request(response: Response) -> Response:
         return response
     rule = request.url_rule
     route = _route_label(rule.rule) if rule is not None else "unmatched"  # never the raw path (ids)
-    status = str(response.status_code)
-    HTTP_REQUESTS.labels(request.method, route, status).inc()
-    HTTP_LATENCY.labels(request.method, route, status).observe(time.monotonic() - started)
+    key = (request.method, route, response.status_code)
+    series = _REQUEST_SERIES.get(key)
+    if series is None:  # the labelled children, looked up once per route and status (labels() costs more)
+        labels = (request.method, route, str(response.status_code))
+        series = _REQUEST_SERIES[key] = (HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels))
+    series[0].inc()
+    series[1].observe(time.monotonic() - started)
     return response
 
 
