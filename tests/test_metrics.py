@@ -94,6 +94,8 @@ def test_counters_move_by_what_happened(make_app, api_key, run_worker):
     assert moved("wpotp_otp_events_total", event="failed", **wa) == 1
     assert moved("wpotp_otp_events_total", event="verified", **wa) == 1
     assert moved("wpotp_otp_events_total", event="expired", **wa) == 1
+    assert moved("wpotp_otp_events_total", event="delivered", **wa) == 5  # the sandbox's receipts
+    assert moved("wpotp_otp_events_total", event="read", **wa) == 5
     assert moved("wpotp_verify_outcomes_total", result="verified") == 1
     assert moved("wpotp_verify_outcomes_total", result="invalid_code") == 1
     assert moved("wpotp_verify_outcomes_total", result="otp_already_verified") == 1
@@ -169,6 +171,46 @@ def test_failing_webhooks_show_as_retries_and_a_backlog(make_app, api_key, run_w
     assert value(after, "wpotp_webhook_backlog", state="due") == 0
     assert value(after, "wpotp_webhook_oldest_undelivered_age_seconds") > 0
     assert value(after, "wpotp_scrape_error", source="database") == 0
+
+
+def test_meta_calls_errors_by_class_throttle_waits_and_receipts_are_counted(make_app, graph_double, run_worker):
+    from .helpers import make_key
+    from .providers.cloud_api.graph import SETTINGS, meta_error, status_item
+    from .providers.cloud_api.support import post_receipts
+
+    cloud = make_app(WHATSAPP_GRAPH_URL=graph_double.url, WHATSAPP_MPS=1, **SETTINGS)
+    key = make_key(cloud, mode="live")
+    client = cloud.test_client()
+    before = scrape(client)
+    graph_double.replies.append(meta_error(131026, "Message undeliverable."))  # the first send: permanent
+    for i in range(3):
+        assert send(client, key, f"+9055511166{i:02d}").status_code == 201
+    run_worker(cloud)
+    assert len(graph_double.sends) == 3
+    post_receipts(client, status_item(graph_double.wamids[-1], "delivered"), status_item(graph_double.wamids[-1],
+                                                                                           "delivered"))
+    after = scrape(client)
+
+    def moved(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    meta = {"channel": "whatsapp", "provider": "cloud_api"}
+    assert moved("wpotp_provider_calls_total", provider="cloud_api", outcome="ok") == 2
+    assert moved("wpotp_provider_calls_total", provider="cloud_api", outcome="permanent") == 1
+    assert moved("wpotp_provider_errors_total", provider="cloud_api", error="131026") == 1
+    assert moved("wpotp_provider_call_duration_seconds_count", provider="cloud_api") == 3
+    assert moved("wpotp_throttle_wait_seconds_count", provider="cloud_api") == 3  # every capped send takes a slot
+    assert moved("wpotp_otp_events_total", event="sent", **meta) == 2
+    assert moved("wpotp_otp_events_total", event="failed", **meta) == 1
+    assert moved("wpotp_otp_events_total", event="delivered", **meta) == 1  # the repeat moved nothing
+
+
+@pytest.fixture
+def graph_double(app):
+    from .providers.cloud_api.graph import GraphDouble
+
+    with GraphDouble() as double:
+        yield double
 
 
 # --- who may read it ---------------------------------------------------------------------------------

@@ -96,8 +96,8 @@ RATE_LIMITED = Counter("wpotp_rate_limit_refusals", "Requests refused by a rate 
                        "by limit.", ("limit",))
 WEBHOOK_ATTEMPTS = Counter("wpotp_webhook_deliveries", "Webhook delivery attempts, by outcome (succeeded, "
                            "retrying, given_up).", ("outcome",))
-WEBHOOK_LATENCY = Histogram("wpotp_webhook_attempt_duration_seconds", "Time of one webhook POST.", (),
-                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+WEBHOOK_LATENCY = Histogram("wpotp_webhook_attempt_duration_seconds", "Time of one webhook POST, by outcome.",
+                            ("outcome",), buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 JOBS = Counter("wpotp_jobs", "RQ jobs run by wpotp workers, by job and outcome (ok, error).", ("job", "outcome"))
 JOB_LATENCY = Histogram("wpotp_job_duration_seconds", "Time of one RQ job.", ("job",),
                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
@@ -146,7 +146,7 @@ def rate_limited(limit: str) -> None:
 
 def webhook_attempt(outcome: str, duration_ms: int) -> None:
     WEBHOOK_ATTEMPTS.labels(outcome).inc()
-    WEBHOOK_LATENCY.observe(duration_ms / 1000)
+    WEBHOOK_LATENCY.labels(outcome).observe(duration_ms / 1000)
 
 
 def job_done(name: str, started: float, ok: bool) -> None:
