@@ -20,6 +20,7 @@ def test_an_unknown_page_is_the_consoles_error_page(page, live_server, admin_use
     answer = page.goto(live_server.url("/no-such-page"))
     assert answer.status == 404
     assert page.locator(".who-email").count() == 1  # the console's own layout, as the signed-in user sees it
+    assert page.locator("#app-switch option").count() >= 1  # with its app switcher filled in
     page.screenshot(path=f"{SHOTS}/not-found.png", full_page=True)
     page.click("text=Back to the console")
     page.wait_for_url("**/console/")

@@ -64,8 +64,20 @@ def _page(err: WpotpError, headers: dict | None = None):
     titles = {404: "Page not found", 405: "Method not allowed", 413: "Too large", 429: "Too many requests"}
     message = {404: f"There is no page at {request.path}."}.get(err.status, err.message)
     body = render_template("console/error.html", title=titles.get(err.status, "Something went wrong"),
-                           message=message, status=err.status)
+                           message=message, status=err.status, **_console_context())
     return body, err.status, {**err.headers, **(headers or {})}
+
+
+def _console_context() -> dict:
+    """The console's layout context (the signed-in user's app switcher), which its blueprint
+    gives only to its own routes; none when it cannot be had (the database is what failed)."""
+    from ..console.auth import console_context
+
+    try:
+        return console_context()
+    except Exception:  # noqa: BLE001 - an error page must not fail
+        db.session.rollback()
+        return {}
 
 
 def _rate_limited(exc: RateLimitExceeded) -> RateLimited:
