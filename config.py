@@ -7,6 +7,7 @@ message naming the variable, rather than running with a surprise.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -65,6 +66,19 @@ def env_int_list(name: str, default: str) -> list[int]:
     if any(v < 0 for v in values):
         raise ConfigError(f"{name} must not be negative")
     return values
+
+
+def env_networks(name: str, default: str) -> tuple:
+    """Comma-separated addresses or CIDRs (`127.0.0.1/32,10.0.0.0/8,::1`); empty means none."""
+    found = []
+    for part in env_str(name, default).split(","):
+        if not part.strip():
+            continue
+        try:
+            found.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated addresses or CIDRs, not {part.strip()!r}") from None
+    return tuple(found)
 
 
 def env_limit(name: str, default: str) -> str:
@@ -254,12 +268,20 @@ class Config:
             raise ConfigError(f"WEBHOOK_CA_BUNDLE must be a PEM file of CA certificates: {self.WEBHOOK_CA_BUNDLE!r}")
         self.WEBHOOK_RETRY_DELAYS = env_int_list("WEBHOOK_RETRY_DELAYS", "10,30,120,600,1800,3600,10800,21600,43200")
         self.TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
+        self.load_metrics()
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 
         self.WORKER_THREADS = env_int("WORKER_THREADS", 16, minimum=1)
         self.WORKER_STOP_TIMEOUT = env_int("WORKER_STOP_TIMEOUT", 20, minimum=0)
         self.PORT = env_int("PORT", 8000, minimum=1)
         self.WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
+
+    def load_metrics(self) -> None:
+        """Who may read /metrics (wpotp/metrics.py): addresses in METRICS_ALLOW, or a bearer METRICS_TOKEN."""
+        self.METRICS_ALLOW = env_networks("METRICS_ALLOW", "127.0.0.1/32,::1/128")
+        self.METRICS_TOKEN = optional_secret("METRICS_TOKEN")
+        if self.METRICS_TOKEN and len(self.METRICS_TOKEN) < 16:
+            raise ConfigError("METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 24`)")
 
     def load_fraud_guard(self) -> None:
         """The fraud guard against SMS pumping (docs/fraud.md); each app may override every threshold."""

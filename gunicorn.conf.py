@@ -97,6 +97,14 @@ accesslog = "-"
 errorlog = "-"
 
 
+def child_exit(server, worker):
+    """A worker is gone: its live gauges leave /metrics (its counters stay; docs/operations.md, "Metrics")."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from wpotp.metrics import process_gone
+
+        process_gone(worker.pid)
+
+
 def post_worker_init(worker):
     """The app is loaded: keep its start-up objects out of the garbage collector's full scans."""
     from wpotp.util import settle_heap

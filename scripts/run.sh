@@ -13,6 +13,11 @@ export WPOTP_PROVIDER="${WPOTP_PROVIDER:-sandbox}"
 FLASK=(.venv/bin/flask --app wsgi)
 LOG_DIR=instance/log
 mkdir -p "$LOG_DIR"
+# /metrics adds up the figures of every gunicorn worker and the worker process from files here
+# (docs/operations.md, "Metrics"); emptied at each start, when none of them runs.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-instance/metrics}"
+rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 ensure_redis "$REDIS_URL" instance
 pids=()

@@ -110,3 +110,74 @@ def test_loggable_query_hides_secret_parameters_however_they_are_spelled():
         "a=1&access%5Ftoken=***&ACCESS_TOKEN=***&code=***"
     assert loggable_query("chatId=905551112233&lang=en") == "chatId=905551112233&lang=en"
     assert loggable_query("") == ""
+
+
+# --- the request id, from the request to the jobs it causes ---------------------------------------
+
+def _json_lines():
+    """The `wpotp` logger's lines as the JSON objects its formatter writes."""
+    from wpotp.logs import JsonFormatter
+
+    lines = Lines()
+    lines.setFormatter(JsonFormatter())
+    return lines
+
+
+def test_the_callers_request_id_reaches_the_jobs_it_causes(make_app, api_key):
+    import json
+
+    from .helpers import work_queues
+    from .webhooks.support import set_webhook
+
+    per_job = make_app(SEND_BATCH=0)  # one send job per OTP, enqueued by the request
+    set_webhook(per_job, "http://127.0.0.1:9/hook", events=["otp.sent"])  # refused: a retry is enqueued too
+    lines = _json_lines()
+    logger = logging.getLogger("wpotp")
+    logger.addHandler(lines)
+    try:
+        r = per_job.test_client().post("/v1/otp/send", headers={**api_key.headers, "X-Request-Id": "trace-4711-abcd"},
+                                       json={"recipient": "+905551112233"})
+        other = per_job.test_client().post("/v1/otp/send", headers=api_key.headers,
+                                           json={"recipient": "+905551112244"})
+        work_queues(per_job)
+    finally:
+        logger.removeHandler(lines)
+    assert r.status_code == 201 and r.headers["X-Request-Id"] == "trace-4711-abcd"
+    made = other.headers["X-Request-Id"]
+    assert made.startswith("req_")
+    entries = [json.loads(line) for line in lines.lines]
+    jobs = [e for e in entries if e.get("job_id")]
+    by_id = {}
+    for entry in jobs:
+        by_id.setdefault(entry["request_id"], set()).add(entry["msg"].split()[1] if entry["msg"].startswith("job ")
+                                                          else "")
+    # Each request's send job, the sandbox receipts that send queued, the webhook delivery its event queued.
+    for request_id in ("trace-4711-abcd", made):
+        assert {"send_otp_job", "apply_receipt_job", "deliver_webhook_job"} <= by_id.get(request_id, set()), by_id
+    assert all(e.get("request_id") in ("trace-4711-abcd", made) for e in jobs), jobs
+
+
+def test_a_drain_job_serving_many_requests_carries_no_request_id(app, api_key):
+    import json
+
+    from .helpers import work_queues
+
+    assert app.config["SEND_BATCH"] > 0
+    lines = _json_lines()
+    logger = logging.getLogger("wpotp")
+    logger.addHandler(lines)
+    try:
+        for i in range(2):
+            app.test_client().post("/v1/otp/send", headers={**api_key.headers, "X-Request-Id": f"trace-batch-{i}0000"},
+                                   json={"recipient": f"+9055511122{i}3"})
+        work_queues(app)
+    finally:
+        logger.removeHandler(lines)
+    drains = [json.loads(line) for line in lines.lines if "drain_sends_job" in line]
+    assert drains and all("request_id" not in e for e in drains), drains
+
+
+def test_an_unfit_request_id_is_replaced(client):
+    for unfit in ("short", "x" * 65, "tab\tinside-it"):
+        r = client.get("/healthz", headers={"X-Request-Id": unfit})
+        assert r.headers["X-Request-Id"].startswith("req_") and r.headers["X-Request-Id"] != unfit

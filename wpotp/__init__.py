@@ -66,6 +66,9 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(inbound_bp)
     app.register_blueprint(console_bp)
     register_compat(app)
+    from . import metrics
+
+    metrics.init_app(app)  # /metrics, and a count and a latency for every answer (wpotp/metrics.py)
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))
     app.cli.add_command(cli)
     app.cli.add_command(migration_commands)

@@ -6,6 +6,8 @@ dialects translate them into their own styles. Services never build HTTP respons
 
 from __future__ import annotations
 
+from . import metrics
+
 
 class WpotpError(Exception):
     status = 400
@@ -94,6 +96,7 @@ class RateLimited(WpotpError):
 
     def __init__(self, limit: str, retry_after: int, message: str | None = None):
         retry_after = max(1, int(retry_after))
+        metrics.rate_limited(limit)  # made only to be raised: one refusal
         headers = {"Retry-After": str(retry_after)}
         super().__init__(message or f"Rate limit exceeded: {limit}. Retry in {retry_after} s.",
                          details={"limit": limit, "retryAfter": retry_after}, headers=headers)

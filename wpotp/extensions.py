@@ -11,6 +11,8 @@ from flask_wtf import CSRFProtect
 from rq import Queue
 from sqlalchemy import MetaData
 
+from .logs import TracedQueue
+
 # Stable constraint names so Alembic migrations read the same on SQLite and PostgreSQL.
 naming = {
     "ix": "ix_%(column_0_label)s",
@@ -52,7 +54,8 @@ redis_client = RedisHolder()
 
 
 def get_queue(name: str = "default") -> Queue:
-    return Queue(name, connection=redis_client.conn)
+    """An RQ queue whose jobs carry the current request id (wpotp.logs.TracedQueue)."""
+    return TracedQueue(name, connection=redis_client.conn)
 
 
 def job_queue():

@@ -1,4 +1,11 @@
-"""Structured logs: one JSON object per line, stamped with the request id or RQ job id.
+"""Structured logs: one JSON object per line, stamped with the request id and the RQ job id.
+
+The request id is the caller's `X-Request-Id` (8-64 printable ASCII characters) or a new
+`req_...`; it is sent back in the answer's `X-Request-Id`, and every RQ job the request
+enqueues carries it in its meta (`TracedQueue`), as does every job such a job enqueues (a
+retry, a sandbox receipt, a webhook retry): the worker's log lines of that work show the same
+`request_id` as the request's. A drain job of the batch paths (SEND_BATCH, RECEIPT_BATCH)
+works for many requests, so it carries none: its lines name the OTP ids instead.
 
 No code or API key is ever passed to a logger; request logs carry the path, never the
 query string or body.
@@ -14,6 +21,8 @@ import time
 from urllib.parse import unquote_plus
 
 from flask import Flask, g, has_request_context, request
+from rq import Queue
+from rq.job import get_current_job
 
 from .util import random_base62
 
@@ -54,11 +63,11 @@ class JsonFormatter(logging.Formatter):
         if has_request_context():
             entry["request_id"] = g.get("request_id")
         try:
-            from rq import get_current_job
-
             job = get_current_job()
             if job is not None:
                 entry["job_id"] = job.id
+                if job.meta.get("request_id"):
+                    entry["request_id"] = job.meta["request_id"]
         except Exception:  # noqa: S110 - logging must never fail
             pass
         if record.exc_info:
@@ -93,3 +102,28 @@ def install_request_id(app: Flask) -> None:
             log.info("%s %s %s %.1fms", request.method, loggable_path(request.path), response.status_code,
                      (time.monotonic() - g.started) * 1000)
         return response
+
+
+def current_request_id() -> str | None:
+    """The request id of what is running: the request's, or the one the running RQ job carries."""
+    if has_request_context():
+        return g.get("request_id")
+    job = get_current_job()
+    return job.meta.get("request_id") if job is not None else None
+
+
+class TracedQueue(Queue):
+    """An RQ queue whose new jobs carry the current request id in their meta (no extra round
+    trip: the meta is written with the job), for the worker's log lines (JsonFormatter)."""
+
+    def create_job(self, func, *args, meta: dict | None = None, **kwargs):
+        request_id = current_request_id()
+        if request_id and not _serves_many(func):
+            meta = {**(meta or {}), "request_id": request_id}
+        return super().create_job(func, *args, meta=meta, **kwargs)
+
+
+def _serves_many(func) -> bool:
+    from .jobs.enqueue import DRAIN_JOB, RECEIPT_DRAIN_JOB
+
+    return func in (DRAIN_JOB, RECEIPT_DRAIN_JOB)

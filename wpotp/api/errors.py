@@ -47,6 +47,39 @@ def _is_api() -> bool:
     return request.path == "/v1" or request.path.startswith("/v1/") or request.path.startswith("/compat/")
 
 
+# Outside /v1, machines read these (Prometheus, load balancers, providers posting receipts): their
+# errors are the JSON envelope too. Every other path is a browser's: an HTML page.
+MACHINE_PATHS = ("/metrics", "/healthz", "/readyz", "/webhooks/")
+
+
+def _is_machine() -> bool:
+    path = request.path
+    return any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in MACHINE_PATHS)
+
+
+def _page(err: WpotpError, headers: dict | None = None):
+    """A browser's error page (the console's layout), for paths outside the API and the machine paths."""
+    from flask import render_template
+
+    titles = {404: "Page not found", 405: "Method not allowed", 413: "Too large", 429: "Too many requests"}
+    message = {404: f"There is no page at {request.path}."}.get(err.status, err.message)
+    body = render_template("console/error.html", title=titles.get(err.status, "Something went wrong"),
+                           message=message, status=err.status, **_console_context())
+    return body, err.status, {**err.headers, **(headers or {})}
+
+
+def _console_context() -> dict:
+    """The console's layout context (the signed-in user's app switcher), which its blueprint
+    gives only to its own routes; none when it cannot be had (the database is what failed)."""
+    from ..console.auth import console_context
+
+    try:
+        return console_context()
+    except Exception:  # noqa: BLE001 - an error page must not fail
+        db.session.rollback()
+        return {}
+
+
 def _rate_limited(exc: RateLimitExceeded) -> RateLimited:
     """The 429 for a breached limit; its Retry-After (and RateLimit-*) from the limit's window.
 
@@ -104,13 +137,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):
-        if not _is_api():
-            return exc
-        return envelope(_http(exc))
+        if _is_api() or (_is_machine() and (exc.code or 500) >= 400):
+            return envelope(_http(exc))
+        if (exc.code or 500) < 400 or isinstance(exc, RateLimitExceeded) or exc.code not in (404, 405, 413):
+            return exc  # a redirect; the console's own limits and aborts keep their answers
+        return _page(_http(exc))
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         err = as_error(exc)
-        if not _is_api():
-            return err.message, err.status
-        return envelope(err)
+        if _is_api() or _is_machine():
+            return envelope(err)
+        return _page(err)

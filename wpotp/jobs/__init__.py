@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask, current_app, g, has_app_context
 
+from .. import metrics
 from ..extensions import db
 
 log = logging.getLogger("wpotp.jobs")
@@ -59,14 +60,18 @@ def job(func: Callable[..., Any]) -> Callable[..., Any]:
         with _app().app_context():
             g.wpotp_job = True  # one configuration-cache epoch read per job (wpotp.cache)
             started = time.monotonic()
+            ok = False
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+                ok = True
+                return result
             except Exception:
                 db.session.rollback()
                 log.exception("job %s failed", func.__name__)
                 raise
             finally:
                 log.info("job %s done in %.1f ms", func.__name__, (time.monotonic() - started) * 1000)
+                metrics.job_done(func.__name__, started, ok)
                 db.session.remove()
 
     return wrapper

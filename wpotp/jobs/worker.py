@@ -42,6 +42,7 @@ from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.timeouts import TimerDeathPenalty
 
+from .. import metrics
 from ..extensions import QUEUE_NAMES
 from ..util import random_base62, settle_heap
 from . import watch_stop
@@ -159,6 +160,7 @@ class WorkerProcess:
             threading.Thread(target=scheduler.run, name="wpotp-scheduler", daemon=True).start()
         for index in range(self.threads):
             self._start_slot(index)
+        metrics.worker_started(self.threads)  # a live gauge: process_gone takes it out at the end
         log.info("worker %s: %d threads on %s%s", self.process_id, self.threads, ",".join(QUEUE_NAMES),
                  " (burst)" if self.burst else "")
         if self.burst:
@@ -275,6 +277,7 @@ class WorkerProcess:
                 self._hand_back(job, "did not finish in time")
             with contextlib.suppress(redis.RedisError):
                 note_worker_gone(self.process_id)
+        metrics.process_gone()
         log.info("worker %s: stopped", self.process_id)
         if left:
             # Threads are still inside those jobs: end the process here rather than wait for them.

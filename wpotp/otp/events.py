@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from .. import metrics
 from ..extensions import db
 from ..models import Event, Message, Otp
 from ..util import new_id, utcnow
@@ -16,6 +17,7 @@ def record_event(otp: Otp, event_type: str, at: datetime | None = None, **data: 
                   created_at=at or utcnow())
     db.session.add(event)
     owe_deliveries(event)
+    metrics.otp_event(event_type, otp)  # counted when the transaction commits
     return event
 
 

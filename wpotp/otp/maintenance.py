@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from .. import metrics
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
 from ..settings import settings
@@ -60,7 +61,7 @@ def expire_due() -> int:
                               .limit(BATCH).scalar_subquery()),
                    Otp.status.in_(ACTIVE_STATUSES), Otp.expires_at <= now)
             .values(status=OtpStatus.EXPIRED, expired_at=now)
-            .returning(Otp.id, Otp.app_id, Otp.generation)
+            .returning(Otp.id, Otp.app_id, Otp.generation, Otp.provider, Otp.channel)  # the last two: metrics
             .execution_options(synchronize_session=False)
         ).all()
         for row in rows:
@@ -68,6 +69,7 @@ def expire_due() -> int:
                           data={"status": OtpStatus.EXPIRED, "generation": row.generation})
             db.session.add(event)
             owe_deliveries(event)
+            metrics.otp_event("otp.expired", row)  # counted when the transaction commits
         commit_and_queue()
         total += len(rows)
         if len(rows) < BATCH:

@@ -29,6 +29,7 @@ import redis
 from sqlalchemy import bindparam, case, cast, column, insert, select, update, values
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from .. import metrics
 from ..extensions import db, job_queue, redis_client
 from ..models import Event, Message, Otp, SendAttempt, WebhookDelivery
 from ..providers.base import means_not_on_whatsapp
@@ -246,6 +247,8 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
         data["error"] = error_text
     if generation is not None:
         batch.event(row.app_id, f"otp.{status}", data, at, otp_id=row.id)
+        if new_status == _RECEIPTS[status][1]:
+            metrics.otp_event(status, row)  # a forward move; counted when the transaction commits
     else:
         batch.event(row.app_id, f"message.{status}", data, at, message_id=row.id)
     return True
@@ -253,7 +256,8 @@ def _apply_to(batch: _Batch, statement, row, status: str, now: datetime, error: 
 
 _RECEIPT_COLUMNS = ("status", "sent_at", "delivered_at", "read_at", "failed_at", "error")
 _RECEIPT_OTP_COLUMNS = (_otps.c.id, _otps.c.app_id, _otps.c.generation, _otps.c.provider_message_id,
-                        _otps.c.fallback, _otps.c.channel, *(_otps.c[name] for name in _RECEIPT_COLUMNS))
+                        _otps.c.fallback, _otps.c.channel, *(_otps.c[name] for name in _RECEIPT_COLUMNS),
+                        _otps.c.provider)  # provider and channel: labels of wpotp.metrics too
 _MESSAGE_COLUMNS = (_messages.c.id, _messages.c.app_id, _messages.c.provider_message_id,
                     *(_messages.c[name] for name in _RECEIPT_COLUMNS))
 

@@ -23,6 +23,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Select, bindparam, insert, select, update
 
+from .. import metrics
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus, VerifyAttempt, WebhookDelivery
 from ..util import new_id
 from ..webhooks.events import owe, owed_delivery
@@ -130,7 +131,9 @@ def insert_otp(conn: Connection, values: dict, event_type: str, event_data: dict
             conn.execute(statement, params)
     if delivery is not None:
         owe(delivery["id"])
-    return OtpView(**row)
+    view = OtpView(**row)
+    metrics.otp_event(event_type, view)  # counted when the transaction commits
+    return view
 
 
 # --- read -----------------------------------------------------------------------------------------
@@ -220,6 +223,8 @@ def claim_verified(conn: Connection, otp: OtpView, now: datetime, ip: str | None
         return None
     if delivery is not None:
         owe(delivery["id"])
+    metrics.otp_event("otp.verified", otp)  # both counted when the transaction commits
+    metrics.verify_outcome("verified")
     return replace(otp, status=OtpStatus.VERIFIED, verified_at=now, timeline=None)
 
 
@@ -232,12 +237,15 @@ def spend_attempt(conn: Connection, otp: OtpView, now: datetime, ip: str | None)
         row = conn.execute(_SPEND_WITH_ROW, params).first()
     else:
         row = _then_rows(conn, _SPEND, params, _INSERT_ATTEMPT)
+    if row is not None:
+        metrics.verify_outcome("invalid_code")  # counted when the transaction commits
     return None if row is None else row.max_attempts - row.attempts
 
 
 def record_attempt(conn: Connection, otp: OtpView, result: str, ip: str | None, now: datetime) -> None:
     """A verify attempt that changed nothing (a refused one): only its row."""
     conn.execute(_INSERT_ATTEMPT, _prefixed("a_", _attempt(otp, result, ip, now)))
+    metrics.verify_outcome(result)  # counted when the transaction commits
 
 
 def write_event(conn: Connection, app_id: str, otp_id: str, event_type: str, data: dict, at: datetime) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from flask import current_app
 
+from .. import metrics
 from ..extensions import redis_client
 from ..util import random_base62
 
@@ -63,6 +64,7 @@ def wait_for_slot(name: str, per_second: int | None = None, stopping: Callable[[
             raise SlotWaitStopped()
         wait = try_take(name, rate)
         if wait <= 0:
+            metrics.throttle_wait(name, waited)
             return waited
         # Waiters wake spread out a little, so they do not all ask Redis at the same instant.
         pause = wait + (hash(random_base62(4)) % 20) / 1000

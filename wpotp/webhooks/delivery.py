@@ -15,6 +15,7 @@ import requests
 from flask import current_app
 from sqlalchemy import select, update
 
+from .. import metrics
 from ..extensions import db, get_queue, redis_client
 from ..jobs.enqueue import job_alive
 from ..models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -133,6 +134,7 @@ def _finish(delivery: WebhookDelivery, status: str, code: int | None, duration: 
     if status != "pending":
         delivery.completed_at = now
     db.session.commit()
+    metrics.webhook_attempt("retrying" if retry_in is not None else status, duration)
     if retry_in is not None:
         enqueue_delivery(delivery.id, delay=retry_in)
         return "retrying"
