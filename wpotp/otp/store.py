@@ -70,6 +70,8 @@ class OtpView:
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
     channel: str = "whatsapp"
+    anonymised_at: datetime | None = None  # set by retention (wpotp/otp/retention.py), with recipient_hash
+    recipient_hash: str | None = None
     timeline: list | None = None
 
     @property
