@@ -41,7 +41,7 @@ from .usage import _DURATIONS, BucketData, _as_datetime, _bucket_expr, compute_b
 log = logging.getLogger("wpotp.reports")
 
 HOUR = timedelta(hours=1)
-PASS_HOURS = 24 * 31  # the most hours one pass rolls: a first run over a long history takes a few sweeps
+PASS_HOURS = 24 * 7  # the most hours one pass rolls: a first run over a long history takes a few sweeps
 
 
 def ceil_hour(at: datetime) -> datetime:
