@@ -285,12 +285,14 @@ class ReportRollup(db.Model):
 
 
 class ReportRollupDurations(db.Model):
-    """The verified OTPs' milliseconds to verify of one app, UTC hour and channel: sorted 32-bit ints,
-    so a report's median over any range of hours is exact."""
+    """The verified OTPs' milliseconds to verify of one app, channel and UTC hour (`span` "hour") or
+    whole UTC day (`span` "day", `hour` its midnight: the day's hours merged, so a report by UTC day
+    takes one run a day): sorted 32-bit ints, so a report's median over any range of hours is exact."""
 
     __tablename__ = "report_rollup_durations"
 
     app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), primary_key=True)
+    span: Mapped[str] = mapped_column(String(4), primary_key=True)
     hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
     channel: Mapped[str] = mapped_column(String(8), primary_key=True)
     millis: Mapped[bytes] = mapped_column(LargeBinary)

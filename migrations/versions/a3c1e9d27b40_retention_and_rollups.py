@@ -43,10 +43,11 @@ def upgrade():
     op.create_table(
         'report_rollup_durations',
         sa.Column('app_id', sa.String(length=40), sa.ForeignKey('apps.id'), nullable=False),
+        sa.Column('span', sa.String(length=4), nullable=False),
         sa.Column('hour', sa.DateTime(), nullable=False),
         sa.Column('channel', sa.String(length=8), nullable=False),
         sa.Column('millis', sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint('app_id', 'hour', 'channel'),
+        sa.PrimaryKeyConstraint('app_id', 'span', 'hour', 'channel'),
     )
     op.create_table(
         'report_rollup_state',

@@ -10,8 +10,10 @@ What a row holds (`report_rollups`): app, hour, channel, status, country ("" for
 number of OTPs created in that hour with that key, with how many of them were sent and
 delivered (wpotp/reports/usage.py says what counts as sent and delivered). Per app, hour and
 channel, `report_rollup_durations` keeps the verified OTPs' milliseconds to verify (sorted 32-bit
-ints), so the median of any range is exact. Each OTP counts under its current status, as the
-reports do.
+ints), so the median of any range is exact; and per whole UTC day a day run, the day's hour runs
+merged, so a report by UTC day takes one run per day and channel (a median over a thousand short
+runs costs more than one over thirty long ones). Each OTP counts under its current status, as
+the reports do.
 
 When an hour is rolled: once it is *settled* (usage.settle_delay(): every OTP created in it has a
 final status), by `roll_up`, which the sweep calls (wpotp/otp/maintenance.py). One row of
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 from array import array
 from datetime import datetime, timedelta
+from itertools import chain
 
 from flask import current_app
 from sqlalchemy import delete, func, literal_column, or_, select
@@ -41,6 +44,7 @@ from .usage import _DURATIONS, BucketData, _as_datetime, _bucket_expr, compute_b
 log = logging.getLogger("wpotp.reports")
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 PASS_HOURS = 24 * 7  # the most hours one pass rolls: a first run over a long history takes a few sweeps
 
 
@@ -74,6 +78,27 @@ def split_ranges(ranges: list[tuple[datetime, datetime]]) -> tuple[list, list]:
     return rolled, raw
 
 
+def _ceil_day(at: datetime) -> datetime:
+    floor = floor_to(at, "day")
+    return floor if floor == at else floor + DAY
+
+
+def _duration_ranges(interval: str, ranges: list[tuple[datetime, datetime]]) -> tuple[list, list]:
+    """(day ranges, hour ranges) to read the duration runs of `ranges` (whole hours) from: by UTC day the
+    whole days come from the day runs (one per day instead of 24), the rest from the hour runs."""
+    if interval != "day":
+        return [], ranges
+    days, hours = [], []
+    for start, end in ranges:
+        first, last = _ceil_day(start), floor_to(end, "day")
+        if first >= last:
+            hours.append((start, end))
+            continue
+        days.append((first, last))
+        hours.extend(r for r in ((start, first), (last, end)) if r[0] < r[1])
+    return days, hours
+
+
 def read_rollups(app_id: str, interval: str, ranges: list[tuple[datetime, datetime]]) -> dict[datetime, BucketData]:
     """The rolled-up counts of `app_id` in `ranges` (whole hours), per bucket start."""
     if not ranges:
@@ -86,44 +111,77 @@ def read_rollups(app_id: str, interval: str, ranges: list[tuple[datetime, dateti
         .where(r.app_id == app_id, or_(*((r.hour >= s) & (r.hour < e) for s, e in ranges)))
         .group_by(literal_column("1"), r.channel, r.status, r.country)
     )
+    conn = db.session.connection()  # Core rows: no ORM bookkeeping per row
     out: dict[datetime, BucketData] = {}
-    for row in db.session.execute(counts):
+    for row in conn.execute(counts):
         data = out.setdefault(floor_to(_as_datetime(row.bucket), interval), BucketData())
         data.rows.append([row.channel, row.status, row.country or None, int(row.n), int(row.sent),
                           int(row.delivered)])
     d = ReportRollupDurations
-    runs = select(d.hour, d.channel, d.millis).where(
-        d.app_id == app_id, or_(*((d.hour >= s) & (d.hour < e) for s, e in ranges)))
-    for row in db.session.execute(runs):
-        run = array(_DURATIONS)
-        run.frombytes(row.millis)
-        data = out.setdefault(floor_to(_as_datetime(row.hour), interval), BucketData())
-        data.durations.setdefault(row.channel, []).append(run)
+    for span, spans in zip(("day", "hour"), _duration_ranges(interval, ranges), strict=True):
+        if not spans:
+            continue
+        runs = select(d.hour, d.channel, d.millis).where(
+            d.app_id == app_id, d.span == span, or_(*((d.hour >= s) & (d.hour < e) for s, e in spans)))
+        for row in conn.execute(runs):
+            run = array(_DURATIONS)
+            run.frombytes(row.millis)
+            data = out.setdefault(floor_to(_as_datetime(row.hour), interval), BucketData())
+            data.durations.setdefault(row.channel, []).append(run)
     return out
 
 
-def roll_hours(start: datetime, end: datetime) -> int:
-    """(Re)write the rollup rows of every app for the hours in [start, end), in the caller's
-    transaction; returns how many rows were written."""
+def roll_hours(start: datetime, end: datetime, complete_before: datetime | None = None) -> int:
+    """(Re)write the rollup rows of every app for the hours in [start, end), and the day runs of the
+    UTC days they touch that end by `complete_before` (default `end`), in the caller's transaction;
+    returns how many rows were written."""
+    complete_before = complete_before or end
     written = 0
     for app_id in db.session.scalars(select(App.id)).all():
         buckets = compute_buckets(app_id, "hour", [(start, end)])
-        for table in (ReportRollup, ReportRollupDurations):
-            db.session.execute(delete(table).where(table.app_id == app_id, table.hour >= start, table.hour < end))
+        db.session.execute(delete(ReportRollup).where(ReportRollup.app_id == app_id, ReportRollup.hour >= start,
+                                                      ReportRollup.hour < end))
+        d = ReportRollupDurations
+        db.session.execute(delete(d).where(d.app_id == app_id, d.span == "hour", d.hour >= start, d.hour < end))
         rows, runs = [], []
         for hour, data in buckets.items():
             rows += [{"app_id": app_id, "hour": hour, "channel": channel, "status": status, "country": country or "",
                       "n": n, "sent": sent, "delivered": delivered}
                      for channel, status, country, n, sent, delivered in data.rows]
-            runs += [{"app_id": app_id, "hour": hour, "channel": channel,
-                      "millis": array(_DURATIONS, sorted(v for run in channel_runs for v in run)).tobytes()}
+            runs += [{"app_id": app_id, "span": "hour", "hour": hour, "channel": channel,
+                      "millis": _merged(channel_runs).tobytes()}
                      for channel, channel_runs in data.durations.items()]
         if rows:
             db.session.execute(ReportRollup.__table__.insert(), rows)
         if runs:
-            db.session.execute(ReportRollupDurations.__table__.insert(), runs)
-        written += len(rows) + len(runs)
+            db.session.execute(d.__table__.insert(), runs)
+        written += len(rows) + len(runs) + _roll_days(app_id, floor_to(start, "day"),
+                                                      min(_ceil_day(end), floor_to(complete_before, "day")))
     return written
+
+
+def _merged(runs: list[array]) -> array:
+    return array(_DURATIONS, sorted(chain.from_iterable(runs)))
+
+
+def _roll_days(app_id: str, start: datetime, end: datetime) -> int:
+    """Rewrite the day runs of the whole UTC days in [start, end) from their hour runs."""
+    if start >= end:
+        return 0
+    d = ReportRollupDurations
+    hours = db.session.connection().execute(select(d.hour, d.channel, d.millis).where(
+        d.app_id == app_id, d.span == "hour", d.hour >= start, d.hour < end))
+    days: dict[tuple[datetime, str], list[array]] = {}
+    for row in hours:
+        run = array(_DURATIONS)
+        run.frombytes(row.millis)
+        days.setdefault((floor_to(_as_datetime(row.hour), "day"), row.channel), []).append(run)
+    db.session.execute(delete(d).where(d.app_id == app_id, d.span == "day", d.hour >= start, d.hour < end))
+    rows = [{"app_id": app_id, "span": "day", "hour": day, "channel": channel, "millis": _merged(runs).tobytes()}
+            for (day, channel), runs in days.items()]
+    if rows:
+        db.session.execute(d.__table__.insert(), rows)
+    return len(rows)
 
 
 def _state() -> ReportRollupState:
@@ -157,16 +215,17 @@ def roll_up(now: datetime | None = None) -> dict:
     state = _state()
     begin = state.rolled_until or _first_hour() or due
     until = min(due, begin + PASS_HOURS * HOUR)
+    horizon = max(until, state.rolled_until or until)
     rolled = rechecked = 0
     if begin < until:
-        roll_hours(begin, until)
+        roll_hours(begin, until, horizon)
         rolled = int((until - begin) / HOUR)
-    state.rolled_until = max(until, state.rolled_until or until)
+    state.rolled_until = horizon
     recheck = int(current_app.config.get("ROLLUP_RECHECK_HOURS", 48))
     if recheck and state.rolled_until >= due and (state.rechecked_at is None or state.rechecked_at <= now - HOUR):
         since, before = due - recheck * HOUR, min(begin, due)  # the hours this pass rolled need no second look
         if since < before:
-            roll_hours(since, before)
+            roll_hours(since, before, horizon)
             rechecked = int((before - since) / HOUR)
         state.rechecked_at = now
     db.session.commit()
