@@ -269,12 +269,14 @@ class Event(db.Model):
 
 
 class ReportRollup(db.Model):
-    """OTP counts of one app in one UTC hour, per channel, status and country ("" = unknown), kept by
-    the sweep (wpotp/reports/rollups.py): the reports read these for hours the rollup has reached."""
+    """OTP counts of one app in one UTC hour (`span` "hour") or whole UTC day (`span` "day", `hour` its
+    midnight: the sums of its hours), per channel, status and country ("" = unknown), kept by the sweep
+    (wpotp/reports/rollups.py): the reports read these for hours the rollup has reached."""
 
     __tablename__ = "report_rollups"
 
     app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), primary_key=True)
+    span: Mapped[str] = mapped_column(String(4), primary_key=True)
     hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
     channel: Mapped[str] = mapped_column(String(8), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), primary_key=True)

@@ -2,8 +2,8 @@
 
 Data retention (issue 17 item 2, docs/operations.md "Retention"): when an OTP's recipient was
 anonymised and the keyed hash kept in its place, when a message's was; each app's own
-retention period (NULL: RETENTION_DAYS). Report rollups (issue 17 item 3): per app, UTC hour,
-channel, status and country, the OTP counts (with how many were sent and delivered), and per
+retention period (NULL: RETENTION_DAYS). Report rollups (issue 17 item 3): per app, UTC hour (and
+UTC day), channel, status and country, the OTP counts (with how many were sent and delivered), and per
 app, hour and channel the verified OTPs' milliseconds to verify; the rollup's progress.
 
 Revision ID: a3c1e9d27b40
@@ -31,6 +31,7 @@ def upgrade():
     op.create_table(
         'report_rollups',
         sa.Column('app_id', sa.String(length=40), sa.ForeignKey('apps.id'), nullable=False),
+        sa.Column('span', sa.String(length=4), nullable=False),
         sa.Column('hour', sa.DateTime(), nullable=False),
         sa.Column('channel', sa.String(length=8), nullable=False),
         sa.Column('status', sa.String(length=16), nullable=False),
@@ -38,7 +39,7 @@ def upgrade():
         sa.Column('n', sa.Integer(), nullable=False),
         sa.Column('sent', sa.Integer(), nullable=False),
         sa.Column('delivered', sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint('app_id', 'hour', 'channel', 'status', 'country'),
+        sa.PrimaryKeyConstraint('app_id', 'span', 'hour', 'channel', 'status', 'country'),
     )
     op.create_table(
         'report_rollup_durations',

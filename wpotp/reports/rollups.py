@@ -8,7 +8,8 @@ of a range that is not whole rolled hours from there.)
 
 What a row holds (`report_rollups`): app, hour, channel, status, country ("" for none) and the
 number of OTPs created in that hour with that key, with how many of them were sent and
-delivered (wpotp/reports/usage.py says what counts as sent and delivered). Per app, hour and
+delivered (and per whole UTC day, `span` "day", the sums of its hours: a report by UTC day reads
+one row a day and key instead of 24) (wpotp/reports/usage.py says what counts as sent and delivered). Per app, hour and
 channel, `report_rollup_durations` keeps the verified OTPs' milliseconds to verify (sorted 32-bit
 ints), so the median of any range is exact; and per whole UTC day a day run, the day's hour runs
 merged, so a report by UTC day takes one run per day and channel (a median over a thousand short
@@ -83,9 +84,9 @@ def _ceil_day(at: datetime) -> datetime:
     return floor if floor == at else floor + DAY
 
 
-def _duration_ranges(interval: str, ranges: list[tuple[datetime, datetime]]) -> tuple[list, list]:
-    """(day ranges, hour ranges) to read the duration runs of `ranges` (whole hours) from: by UTC day the
-    whole days come from the day runs (one per day instead of 24), the rest from the hour runs."""
+def _day_and_hour_ranges(interval: str, ranges: list[tuple[datetime, datetime]]) -> tuple[list, list]:
+    """(day ranges, hour ranges) to read `ranges` (whole hours) from: by UTC day the whole days come
+    from the day rows (one per day instead of 24), the rest from the hour rows."""
     if interval != "day":
         return [], ranges
     days, hours = [], []
@@ -104,11 +105,13 @@ def read_rollups(app_id: str, interval: str, ranges: list[tuple[datetime, dateti
     if not ranges:
         return {}
     r = ReportRollup
+    spans = dict(zip(("day", "hour"), _day_and_hour_ranges(interval, ranges), strict=True))
     bucket = _bucket_expr(interval, r.hour).label("bucket")
     counts = (
         select(bucket, r.channel, r.status, r.country, func.sum(r.n).label("n"), func.sum(r.sent).label("sent"),
                func.sum(r.delivered).label("delivered"))
-        .where(r.app_id == app_id, or_(*((r.hour >= s) & (r.hour < e) for s, e in ranges)))
+        .where(r.app_id == app_id, or_(*((r.span == span) & (r.hour >= s) & (r.hour < e)
+                                         for span, pieces in spans.items() for s, e in pieces)))
         .group_by(literal_column("1"), r.channel, r.status, r.country)
     )
     conn = db.session.connection()  # Core rows: no ORM bookkeeping per row
@@ -118,11 +121,11 @@ def read_rollups(app_id: str, interval: str, ranges: list[tuple[datetime, dateti
         data.rows.append([row.channel, row.status, row.country or None, int(row.n), int(row.sent),
                           int(row.delivered)])
     d = ReportRollupDurations
-    for span, spans in zip(("day", "hour"), _duration_ranges(interval, ranges), strict=True):
-        if not spans:
+    for span, pieces in spans.items():
+        if not pieces:
             continue
         runs = select(d.hour, d.channel, d.millis).where(
-            d.app_id == app_id, d.span == span, or_(*((d.hour >= s) & (d.hour < e) for s, e in spans)))
+            d.app_id == app_id, d.span == span, or_(*((d.hour >= s) & (d.hour < e) for s, e in pieces)))
         for row in conn.execute(runs):
             run = array(_DURATIONS)
             run.frombytes(row.millis)
@@ -139,14 +142,14 @@ def roll_hours(start: datetime, end: datetime, complete_before: datetime | None 
     written = 0
     for app_id in db.session.scalars(select(App.id)).all():
         buckets = compute_buckets(app_id, "hour", [(start, end)])
-        db.session.execute(delete(ReportRollup).where(ReportRollup.app_id == app_id, ReportRollup.hour >= start,
-                                                      ReportRollup.hour < end))
+        r = ReportRollup
+        db.session.execute(delete(r).where(r.app_id == app_id, r.span == "hour", r.hour >= start, r.hour < end))
         d = ReportRollupDurations
         db.session.execute(delete(d).where(d.app_id == app_id, d.span == "hour", d.hour >= start, d.hour < end))
         rows, runs = [], []
         for hour, data in buckets.items():
-            rows += [{"app_id": app_id, "hour": hour, "channel": channel, "status": status, "country": country or "",
-                      "n": n, "sent": sent, "delivered": delivered}
+            rows += [{"app_id": app_id, "span": "hour", "hour": hour, "channel": channel, "status": status,
+                      "country": country or "", "n": n, "sent": sent, "delivered": delivered}
                      for channel, status, country, n, sent, delivered in data.rows]
             runs += [{"app_id": app_id, "span": "hour", "hour": hour, "channel": channel,
                       "millis": _merged(channel_runs).tobytes()}
@@ -165,9 +168,21 @@ def _merged(runs: list[array]) -> array:
 
 
 def _roll_days(app_id: str, start: datetime, end: datetime) -> int:
-    """Rewrite the day runs of the whole UTC days in [start, end) from their hour runs."""
+    """Rewrite the day rows and runs of the whole UTC days in [start, end) from their hour rows and runs."""
     if start >= end:
         return 0
+    r = ReportRollup
+    sums = db.session.connection().execute(
+        select(_bucket_expr("day", r.hour).label("day"), r.channel, r.status, r.country, func.sum(r.n).label("n"),
+               func.sum(r.sent).label("sent"), func.sum(r.delivered).label("delivered"))
+        .where(r.app_id == app_id, r.span == "hour", r.hour >= start, r.hour < end)
+        .group_by(literal_column("1"), r.channel, r.status, r.country)).all()
+    db.session.execute(delete(r).where(r.app_id == app_id, r.span == "day", r.hour >= start, r.hour < end))
+    counts = [{"app_id": app_id, "span": "day", "hour": floor_to(_as_datetime(row.day), "day"), "channel": row.channel,
+               "status": row.status, "country": row.country, "n": int(row.n), "sent": int(row.sent),
+               "delivered": int(row.delivered)} for row in sums]
+    if counts:
+        db.session.execute(r.__table__.insert(), counts)
     d = ReportRollupDurations
     hours = db.session.connection().execute(select(d.hour, d.channel, d.millis).where(
         d.app_id == app_id, d.span == "hour", d.hour >= start, d.hour < end))
@@ -181,7 +196,7 @@ def _roll_days(app_id: str, start: datetime, end: datetime) -> int:
             for (day, channel), runs in days.items()]
     if rows:
         db.session.execute(d.__table__.insert(), rows)
-    return len(rows)
+    return len(counts) + len(rows)
 
 
 def _state() -> ReportRollupState:
