@@ -116,8 +116,10 @@ def read_rollups(app_id: str, interval: str, ranges: list[tuple[datetime, dateti
     )
     conn = db.session.connection()  # Core rows: no ORM bookkeeping per row
     out: dict[datetime, BucketData] = {}
+    starts: dict = {}  # each bucket's value, floored once (a bucket has a row per channel, status and country)
     for row in conn.execute(counts):
-        data = out.setdefault(floor_to(_as_datetime(row.bucket), interval), BucketData())
+        start = starts.get(row.bucket) or starts.setdefault(row.bucket, floor_to(_as_datetime(row.bucket), interval))
+        data = out.get(start) or out.setdefault(start, BucketData())
         data.rows.append([row.channel, row.status, row.country or None, int(row.n), int(row.sent),
                           int(row.delivered)])
     d = ReportRollupDurations
