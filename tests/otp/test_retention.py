@@ -106,6 +106,10 @@ def test_purge_anonymises_recipients_drops_ips_and_deletes_old_events(app, clien
 
     assert _report(app, api_key.app_id) == before  # reports keep their counts
 
+    shown_message = client.get(f"/v1/messages/{message['id']}", headers=api_key.headers).json
+    assert shown_message["recipient"] is None and shown_message["variables"] == {}
+    assert shown_message["anonymisedAt"] is not None
+
     shown = show(client, api_key, ids[0])
     assert shown["recipient"] is None and shown["anonymisedAt"] is not None and shown["timeline"] == []
     listed = client.get("/v1/otp", headers=api_key.headers).json["data"]

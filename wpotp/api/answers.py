@@ -113,7 +113,7 @@ class MessageSummary(Answer):
     """A message as POST /v1/messages answers it (no timeline)."""
     id: str = Field(examples=["msg_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C"])
     status: MessageStatus
-    recipient: str
+    recipient: str | None = Field(description="Null once the message is anonymised.")
     templateId: str  # noqa: N815
     language: str | None
     variables: dict[str, str]
@@ -129,6 +129,8 @@ class MessageSummary(Answer):
 
 
 class Message(MessageSummary):
+    anonymisedAt: Timestamp | None = Field(description=(  # noqa: N815
+        "When data retention anonymised this message: `recipient` is then null and `variables` empty."))
     timeline: list[TimelineEvent]
 
 

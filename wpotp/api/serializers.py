@@ -93,7 +93,7 @@ def message_detail(message: Message, with_timeline: bool = True) -> dict:
     data = {
         "id": message.id,
         "status": message.status,
-        "recipient": message.recipient,
+        "recipient": message.recipient if message.anonymised_at is None else None,
         "templateId": message.template_id,
         "language": message.language,
         "variables": message.variables,
@@ -108,5 +108,6 @@ def message_detail(message: Message, with_timeline: bool = True) -> dict:
         "error": message.error,
     }
     if with_timeline:
+        data["anonymisedAt"] = iso(message.anonymised_at)
         data["timeline"] = with_channels(timeline(Event.message_id == message.id))  # messages: WhatsApp only
     return data
