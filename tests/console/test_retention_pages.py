@@ -60,3 +60,30 @@ def test_an_anonymised_otp_says_so_in_the_console(app, logged_in_page, live_serv
     page.wait_for_selector(f"#row-{old}")
     assert "anonymised" in page.inner_text(f"#row-{old}")
     assert "anonymised" not in page.inner_text(f"#row-{fresh}")
+
+
+def test_an_admin_sets_the_apps_retention_period_on_the_settings_page(app, logged_in_page, live_server):
+    from wpotp.extensions import db
+    from wpotp.models import App, AuditEntry
+
+    key = make_key(app)
+    [old] = seed_otps(app, key, 1, at=utcnow() - timedelta(days=10), status="VERIFIED")
+    with app.app_context():
+        assert purge().counts["otps_anonymised"] == 0  # 10 days: within the default 30
+    page = logged_in_page("admin")
+    page.goto(live_server.url("/console/settings"))
+    assert page.get_attribute("input[name=retention_days]", "placeholder") == "30"
+    page.fill("input[name=retention_days]", "0")
+    page.click("#settings-form button[type=submit]")
+    assert page.locator(".field.has-error").count() == 1  # at least one day
+    page.fill("input[name=retention_days]", "7")
+    page.click("#settings-form button[type=submit]")
+    page.wait_for_selector("text=Saved 1 setting(s)")
+    _shot(page, "settings-retention")
+    with app.app_context():
+        assert db.session.get(App, key.app_id).retention_days == 7
+        entry = db.session.query(AuditEntry).filter_by(action="settings.update").one()
+        assert entry.details["changes"] == {"retention_days": [None, 7]}
+        assert purge().counts["otps_anonymised"] == 1
+    page.goto(live_server.url(f"/console/otps/{old}"))
+    assert "anonymised" in page.inner_text("#anonymised")

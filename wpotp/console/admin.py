@@ -32,7 +32,7 @@ from .forms import KeyForm, RoleForm, SettingsForm, UserForm, WebhookForm
 ONCE_TTL = 120  # seconds a one-time secret waits for the page that shows it
 AUDIT_PAGE = 50
 SETTINGS_FIELDS = ("otp_length", "otp_ttl", "max_attempts", "allowed_countries", "api_rate_limit",
-                   "recipient_rate_limit", "daily_send_cap", "default_language")
+                   "recipient_rate_limit", "daily_send_cap", "default_language", "retention_days")
 
 
 # One-time secrets ---------------------------------------------------------------------------
