@@ -9,11 +9,14 @@ each row's creation:
   Status, channel and timestamps stay, so reports and rollups over those days do not change.
 - Messages are anonymised the same way; their template variables are emptied.
 - Verify attempts keep their time and result; their IP address is dropped.
-- Events, send attempts, and webhook deliveries (finished ones, with their attempts) are deleted;
-  an event still owed to an endpoint (a pending delivery) waits for it.
+- The provider calls (send attempts) of those OTPs and messages are deleted with them, in the same
+  batch (a provider's error text may quote the number).
+- Events and webhook deliveries (finished ones, with their attempts) are deleted; an event still
+  owed to an endpoint (a pending delivery) waits for it.
 
 Every step works in batches of PURGE_BATCH rows, one short transaction each (select a batch of ids
-by an index, change or delete just those rows, commit), so no table stays locked for long and a
+by an index, change or delete just those rows, commit; the anonymising steps walk the index by
+(created_at, id) from where the last batch ended), so no table stays locked for long and a
 purge interrupted half-way leaves only whole batches done: running it again finishes the job, and
 running it when there is nothing left changes nothing.
 """
