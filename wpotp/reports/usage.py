@@ -1,10 +1,14 @@
-"""Usage reports: OTPs per day or hour by status, delivery and verification rates, time to verify.
+"""Usage reports: OTPs per day or hour by status, delivery and verification rates, time to verify,
+all of it also split by channel (the channel of each OTP's last send).
 
-Each bucket (a UTC day or hour) is aggregated from the `otps` table with two grouped queries
-over `ix_otps_app_created` (app_id, created_at): counts by bucket, status and country, and
-each bucket's list of the verified OTPs' times to verify. Both run on SQLite and PostgreSQL;
-only the bucketing and the duration arithmetic differ by dialect (`_bucket_expr`,
-`_millis_expr`, `_millis_list_expr`).
+Whole UTC hours the report rollup has reached (wpotp/reports/rollups.py, kept by the sweep) are
+read from its tables; the rest of a range (the hours not rolled up yet, about the last one, and
+the partial hours at its ends) is aggregated from the `otps` table with two grouped queries
+over `ix_otps_app_created` (app_id, created_at): counts by bucket, channel, status and country,
+and each bucket's and channel's list of the verified OTPs' times to verify. Both run on SQLite
+and PostgreSQL; only the bucketing and the duration arithmetic differ by dialect
+(`_bucket_expr`, `_millis_expr`, `_millis_list_expr`). Either way a bucket is the same
+`BucketData`, so the figures do not depend on where they came from (tests/reports/test_rollups.py).
 
 A bucket is *settled* once every OTP created in it has reached a final status (its longest
 life, resends included, plus a sweep, has passed). Settled buckets change only when a late
