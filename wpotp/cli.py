@@ -266,5 +266,8 @@ def purge_command(dry_run: bool, batch: int | None) -> None:
     counts = " ".join(f"{k}={v}" for k, v in result.counts.items())
     if dry_run:
         click.echo(f"dry run, nothing changed; would change: {counts}")
-    else:
-        click.echo(f"{counts} batches={result.batches}")
+        return
+    if any(result.counts.values()):  # an operator's purge is an admin action (the periodic job's is not)
+        db.session.add(AuditEntry(actor="cli", action="retention.purge", details=result.as_dict()))
+        db.session.commit()
+    click.echo(f"{counts} batches={result.batches}")

@@ -15,7 +15,18 @@ from tests.helpers import make_key
 from tests.reports.support import add_otps
 from tests.webhooks.support import invoke, set_webhook
 from wpotp.extensions import db
-from wpotp.models import App, Event, Message, Otp, SendAttempt, Template, VerifyAttempt, WebhookAttempt, WebhookDelivery
+from wpotp.models import (
+    App,
+    AuditEntry,
+    Event,
+    Message,
+    Otp,
+    SendAttempt,
+    Template,
+    VerifyAttempt,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from wpotp.otp.codes import hash_recipient
 from wpotp.otp.retention import STEPS, purge
 from wpotp.reports.usage import forget_reports, usage_report
@@ -219,3 +230,6 @@ def test_purge_command(app, api_key):
     assert real.exit_code == 0, real.output
     assert "otps_anonymised=3 " in real.output and real.output.rstrip().endswith("batches=2")
     assert "otps_anonymised=0 " in invoke(app, "purge").output
+    [entry] = _rows(app, AuditEntry)  # the purge that changed something; not the dry run, not the no-op
+    assert (entry["actor"], entry["action"]) == ("cli", "retention.purge")
+    assert entry["details"]["otps_anonymised"] == 3 and entry["details"]["batches"] == 2
