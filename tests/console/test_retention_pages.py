@@ -53,6 +53,7 @@ def test_an_anonymised_otp_says_so_in_the_console(app, logged_in_page, live_serv
     text = page.inner_text("#anonymised")
     assert "anonymised" in text and "data retention removed the number" in text and "TR" in text
     assert "+90" not in page.content()
+    assert "Deleted by data retention." in page.inner_text("#events")
     _shot(page, "otp-anonymised")
     page.goto(live_server.url(f"/console/otps/{fresh}"))
     assert page.locator("#anonymised").count() == 0

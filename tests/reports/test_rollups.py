@@ -150,20 +150,24 @@ def test_a_late_receipt_is_taken_in_by_the_recheck(app, make_app, history):
     assert _report(app, mine, *span, "hour") == _report(raw, mine, *span, "hour")
 
 
-def test_the_sweep_job_keeps_the_rollup(app, api_key, run_worker):
+def test_the_sweep_job_keeps_the_rollup_and_queues_retention(make_app, app, api_key, run_worker):
+    from wpotp.extensions import redis_client
     from wpotp.jobs.schedule import enqueue_due
 
+    short = make_app(RETENTION_DAYS=1)  # the same database: its retention job anonymises these OTPs
     old = utcnow() - timedelta(days=2)
-    add_otps(app, api_key.app_id, *[{"created_at": old + timedelta(minutes=i), "status": "EXPIRED"}
-                                    for i in range(5)])
-    with app.app_context():
+    ids = add_otps(app, api_key.app_id, *[{"created_at": old + timedelta(minutes=i), "status": "EXPIRED"}
+                                          for i in range(5)])
+    with short.app_context():
         assert rolled_until() is None
-        assert enqueue_due(app) == ["sweep"]
-    run_worker()  # the sweep job, then the retention job it queues
-    with app.app_context():
+        assert enqueue_due(short) == ["sweep"]
+    run_worker(short)  # the sweep job, then the retention job it queues
+    with short.app_context():
         assert rolled_until() is not None and rolled_until() > old
+        assert all(db.session.get(Otp, i).anonymised_at is not None for i in ids)  # the retention job ran
+        assert redis_client.conn.ttl("wpotp:periodic:retention") > 0  # and is not due again for an hour
         counted = dict(db.session.execute(select(ReportRollup.span, func.sum(ReportRollup.n))
                                           .where(ReportRollup.app_id == api_key.app_id)
                                           .group_by(ReportRollup.span)).all())
-    # and once more in the day rows: two days ago is a whole day the rollup has passed
+    # anonymised, still counted; and once more in the day rows: two days ago is a whole day the rollup passed
     assert counted == {"hour": 5, "day": 5}
