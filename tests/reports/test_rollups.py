@@ -171,3 +171,23 @@ def test_the_sweep_job_keeps_the_rollup_and_queues_retention(make_app, app, api_
                                           .group_by(ReportRollup.span)).all())
     # anonymised, still counted; and once more in the day rows: two days ago is a whole day the rollup passed
     assert counted == {"hour": 5, "day": 5}
+
+
+def test_a_rollup_under_way_is_not_waited_for(app, api_key):
+    """PostgreSQL: while one rollup holds the state row, a second sweep's rollup skips (it would only
+    redo the same hours), instead of waiting for it. SQLite runs one writer at a time anyway."""
+    from wpotp.models import ReportRollupState
+
+    add_otps(app, api_key.app_id, {"created_at": utcnow() - timedelta(days=2), "status": "EXPIRED"})
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("row locks are PostgreSQL's")
+        db.session.add(ReportRollupState(id=1))
+        db.session.commit()
+        with db.engine.connect() as other:  # another worker's rollup, in the middle of its pass
+            other.execute(select(ReportRollupState).where(ReportRollupState.id == 1).with_for_update())
+            assert roll_up() == {"rollup_hours": 0, "rollup_rechecked": 0}
+            assert rolled_until() is None
+            other.rollback()
+        assert roll_up()["rollup_hours"] > 0
+        assert rolled_until() is not None

@@ -201,17 +201,18 @@ def _roll_days(app_id: str, start: datetime, end: datetime) -> int:
     return len(counts) + len(rows)
 
 
-def _state() -> ReportRollupState:
-    """The state row, locked against a second rollup on PostgreSQL until the caller commits."""
-    query = select(ReportRollupState).where(ReportRollupState.id == 1).with_for_update()
-    state = db.session.scalars(query).first()
-    if state is None:
+def _state() -> ReportRollupState | None:
+    """The state row, locked against a second rollup on PostgreSQL until the caller commits; None
+    when another rollup holds it (that one is doing the work: a sweep need not wait for it)."""
+    locked = select(ReportRollupState).where(ReportRollupState.id == 1).with_for_update(skip_locked=True)
+    state = db.session.scalars(locked).first()
+    if state is None and db.session.get(ReportRollupState, 1) is None:
         try:
             with db.session.begin_nested():
                 db.session.add(ReportRollupState(id=1))
         except IntegrityError:  # another rollup made it first
             pass
-        state = db.session.scalars(query).first()
+        state = db.session.scalars(locked).first()
     return state
 
 
@@ -230,6 +231,9 @@ def roll_up(now: datetime | None = None) -> dict:
     now = now or utcnow()
     due = floor_to(now - settle_delay(), "hour")
     state = _state()
+    if state is None:
+        db.session.rollback()
+        return {"rollup_hours": 0, "rollup_rechecked": 0}
     begin = state.rolled_until or _first_hour() or due
     until = min(due, begin + PASS_HOURS * HOUR)
     horizon = max(until, state.rolled_until or until)
