@@ -258,6 +258,16 @@ class Config:
         if self.RECEIPT_BATCH > 1000:
             raise ConfigError(f"RECEIPT_BATCH must be at most 1000, not {self.RECEIPT_BATCH}")
         self.SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 15, minimum=1)
+        # Retention (wpotp/otp/retention.py, docs/operations.md): after RETENTION_DAYS (each app may set
+        # its own) recipients are anonymised, attempts' IPs dropped, events and webhook deliveries deleted,
+        # PURGE_BATCH rows per transaction, by a periodic job every RETENTION_INTERVAL seconds.
+        self.RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
+        self.PURGE_BATCH = env_int("PURGE_BATCH", 1000, minimum=1)
+        self.RETENTION_INTERVAL = env_int("RETENTION_INTERVAL", 3600, minimum=60)
+        # Report rollups (wpotp/reports/rollups.py): hourly counts kept by the sweep; the last
+        # ROLLUP_RECHECK_HOURS are rolled again once an hour for receipts that land late.
+        self.REPORT_ROLLUPS = env_bool("REPORT_ROLLUPS", True)
+        self.ROLLUP_RECHECK_HOURS = env_int("ROLLUP_RECHECK_HOURS", 48, minimum=0)
         self.MAX_CONTENT_LENGTH = env_int("MAX_BODY_BYTES", 16 * 1024, minimum=1024)
         self.WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
         # Not an environment setting: development may post to a receiver on this machine, production never.

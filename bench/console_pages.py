@@ -28,6 +28,20 @@ What it does, in one run on this machine:
       the whole pages through a logged-in test client: query, template and all.
    Goals: reports <= 300 ms, live log <= 100 ms.
 
+Report rollups (issue 17; wpotp/reports/rollups.py): after seeding, the rollup is brought up to
+date (as the worker's sweep would, PASS_HOURS a pass; the backfill is timed), and each report
+range of (a) is timed cold twice: "without rollups" (REPORT_ROLLUPS off: every bucket from the
+`otps` table, as before) and "with rollups" (rolled hours from `report_rollups`, the last hour or
+so and today's tail from the table). A fifth of the seeded OTPs went by SMS, so the reports'
+split by channel has two channels to count.
+
+Run it (on a quiet machine: the seeding and the 1M-row scans load the database for minutes):
+
+    BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/wpotp_bench_console \
+        .venv/bin/python bench/console_pages.py --rows 1000000 --runs 20
+
+A quick check that it works: `--rows 20000 --runs 3`.
+
 Redis: REDIS_URL db 8 (read only by the pages; not flushed). Not part of `make test`.
 """
 
@@ -95,11 +109,12 @@ def seed_sql(total: int) -> str:
     live = _case([("'QUEUED'", 0.1), ("'SENT'", 0.2), ("'DELIVERED'", 0.2), ("'READ'", 0.5)], "r3")
     sec = "* interval '1 second'"
     return f"""
-    INSERT INTO otps (id, app_id, api_key_id, mode, provider, recipient, country, reference, template_id,
+    INSERT INTO otps (id, app_id, api_key_id, mode, provider, channel, recipient, country, reference, template_id,
         language, code_hash, code_length, status, attempts, max_attempts, generation, ttl_seconds,
         provider_message_id, error, expires_at, created_at, last_sent_at, sent_at, delivered_at, read_at,
         verified_at, failed_at, canceled_at, expired_at)
-    SELECT id, app_id, api_key_id, 'live', 'cloud_api', recipient, country,
+    SELECT id, app_id, api_key_id, 'live', CASE WHEN g %% 5 = 0 THEN 'twilio' ELSE 'cloud_api' END,
+        CASE WHEN g %% 5 = 0 THEN 'sms' ELSE 'whatsapp' END, recipient, country,
         CASE WHEN r2 < 0.5 THEN 'order-' || g END, %(template)s, 'en', code_hash, 6, status,
         CASE WHEN status = 'VERIFIED' AND r2 < 0.1 THEN 1 ELSE 0 END, 5,
         CASE WHEN r1 > 0.95 THEN 2 ELSE 1 END, 300,
@@ -241,25 +256,42 @@ def bench_functions(app, app_id: str, runs: int) -> None:
     with app.app_context():
         now = utcnow()
         windows = {
+            "90 days by day": (floor_to(now, "day") - timedelta(days=89), now, "day"),
             "30 days by day": (floor_to(now, "day") - timedelta(days=29), now, "day"),
             "7 days by day": (*default_range("day", now), "day"),
+            "7 days by hour": (floor_to(now, "hour") - timedelta(days=7) + timedelta(hours=1), now, "hour"),
             "24 hours by hour": (*default_range("hour", now), "hour"),
+            "30 days ago, one whole day": (floor_to(now, "day") - timedelta(days=30),
+                                           floor_to(now, "day") - timedelta(days=29), "day"),
         }
-        print("a. usage_report (cold: every bucket from the table; warm: settled buckets from the cache)")
+        print("a. usage_report (cold: the report cache forgotten, without rollups = every bucket from the table,")
+        print("   with rollups = rolled hours from report_rollups; warm: settled buckets from the report cache)")
 
         def forget() -> None:
             reset()
             forget_reports(app_id)
 
+        def report(start, end, interval, rollups: bool):
+            app.config["REPORT_ROLLUPS"] = rollups
+            try:
+                return usage_report(app_id, start, end, interval)
+            finally:
+                app.config["REPORT_ROLLUPS"] = True
+
         for label, (start, end, interval) in windows.items():
             rows = db.session.execute(count_sql, {"a": app_id, "s": start, "e": end}).scalar()
             base = timed(lambda s=start, e=end: db.session.execute(count_sql, {"a": app_id, "s": s, "e": e}).scalar(),
                          runs, reset)
-            cold = timed(lambda s=start, e=end, i=interval: usage_report(app_id, s, e, i), runs, forget)
-            warm = timed(lambda s=start, e=end, i=interval: usage_report(app_id, s, e, i), runs, reset)
-            print(f"  {label}: {rows} OTPs")
-            print(line("  cold", cold, base, "report"))
-            print(line("  warm", warm, base, "report"))
+            forget()
+            same = report(start, end, interval, False) == (forget() or report(start, end, interval, True))
+            without = timed(lambda s=start, e=end, i=interval: report(s, e, i, False), runs, forget)
+            cold = timed(lambda s=start, e=end, i=interval: report(s, e, i, True), runs, forget)
+            warm = timed(lambda s=start, e=end, i=interval: report(s, e, i, True), runs, reset)
+            print(f"  {label}: {rows} OTPs; the report from rollups {'equals' if same else 'DIFFERS FROM'} "
+                  "the one from the table")
+            print(line("  cold, without rollups", without, base, "report"))
+            print(line("  cold, with rollups", cold, base, "report"))
+            print(line("  warm (report cache)", warm, base, "report"))
             print(line("  baseline count(*) over the window", base, None, None))
 
         print("b. live log: list_otps, 50 a page")
@@ -350,6 +382,21 @@ def bench_pages(app, app_id: str, runs: int) -> None:
             print(line(label, got, None, goal))
 
 
+def roll_up_all(app) -> None:
+    """Bring the report rollup up to date, pass after pass, as the worker's sweeps would."""
+    from wpotp.reports.rollups import roll_up
+
+    with app.app_context():
+        started, hours, passes = time.perf_counter(), 0, 0
+        while True:
+            done = roll_up()
+            passes += 1
+            hours += done["rollup_hours"]
+            if not done["rollup_hours"]:
+                break
+    print(f"rollup: {hours} hours rolled up in {passes} passes, {time.perf_counter() - started:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="OTPs of the measured app")
@@ -382,6 +429,7 @@ def main() -> None:
               f"in {took['total']:.1f} s (insert {took['insert']:.1f} s, indexes {took['indexes']:.1f} s, "
               f"then VACUUM ANALYZE)")
     app.logger.setLevel("WARNING")
+    roll_up_all(app)
     import logging
 
     logging.getLogger("wpotp.request").setLevel(logging.WARNING)

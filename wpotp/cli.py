@@ -474,3 +474,29 @@ def sweep_command() -> None:
         cli_audit("sweep", None, **result)
         db.session.commit()
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
+# --- retention (issue 17: wpotp/otp/retention.py, docs/operations.md "Retention") ---------------------
+
+@cli.command("purge")
+@click.option("--dry-run", is_flag=True, help="only count what retention would change; change nothing")
+@click.option("--batch", type=click.IntRange(1, 100000), default=None,
+              help="rows per transaction (default: PURGE_BATCH)")
+def purge_command(dry_run: bool, batch: int | None) -> None:
+    """Apply data retention once: past each app's retention period (its own, else RETENTION_DAYS),
+    anonymise OTP and message recipients, drop verify attempts' IPs, delete events, send attempts and
+    finished webhook deliveries. In batches, each its own short transaction; safe to run again."""
+    from .otp.retention import purge, retention_days
+
+    apps = db.session.scalars(select(App).order_by(App.name)).all()
+    for app in apps:
+        click.echo(f"app {app.name!r}: retention {retention_days(app)} days")
+    result = purge(dry_run=dry_run, batch=batch)
+    counts = " ".join(f"{k}={v}" for k, v in result.counts.items())
+    if dry_run:
+        click.echo(f"dry run, nothing changed; would change: {counts}")
+        return
+    if any(result.counts.values()):  # an operator's purge is an admin action (the periodic job's is not)
+        cli_audit("retention.purge", **result.as_dict())
+        db.session.commit()
+    click.echo(f"{counts} batches={result.batches}")

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false, text, true
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, false, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -76,6 +76,9 @@ class App(db.Model):
     # The app's own SMS texts by language ({"en": "{code} is your {app} code"}); NULL or a missing
     # language uses the built-in text (wpotp/otp/sms_text.py).
     sms_texts: Mapped[dict | None] = mapped_column(JSON)
+    # Days after which OTP recipients are anonymised and old events deleted (wpotp/otp/retention.py);
+    # NULL means RETENTION_DAYS.
+    retention_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     def allowed_country_set(self) -> set[str]:
@@ -163,6 +166,10 @@ class Otp(db.Model):
     failed_at: Mapped[datetime | None] = mapped_column(DateTime)
     canceled_at: Mapped[datetime | None] = mapped_column(DateTime)
     expired_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Set by retention (wpotp/otp/retention.py): the number is gone (`recipient` is ""), and only
+    # its keyed hash (`recipient_hash`, HMAC under OTP_HASH_KEY, like API keys) and `country` remain.
+    anonymised_at: Mapped[datetime | None] = mapped_column(DateTime)
+    recipient_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         # Listing and keyset paging per app, newest first.
@@ -256,6 +263,8 @@ class Message(db.Model):
     read_at: Mapped[datetime | None] = mapped_column(DateTime)
     failed_at: Mapped[datetime | None] = mapped_column(DateTime)
     expired_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Set by retention: `recipient` is "" and `variables` are emptied.
+    anonymised_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         Index("ix_messages_app_created", "app_id", "created_at", "id"),
@@ -277,6 +286,49 @@ class Event(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     __table_args__ = (Index("ix_events_app_created", "app_id", "created_at", "id"),)
+
+
+class ReportRollup(db.Model):
+    """OTP counts of one app in one UTC hour (`span` "hour") or whole UTC day (`span` "day", `hour` its
+    midnight: the sums of its hours), per channel, status and country ("" = unknown), kept by the sweep
+    (wpotp/reports/rollups.py): the reports read these for hours the rollup has reached."""
+
+    __tablename__ = "report_rollups"
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), primary_key=True)
+    span: Mapped[str] = mapped_column(String(4), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    country: Mapped[str] = mapped_column(String(2), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    sent: Mapped[int] = mapped_column(Integer)
+    delivered: Mapped[int] = mapped_column(Integer)
+
+
+class ReportRollupDurations(db.Model):
+    """The verified OTPs' milliseconds to verify of one app, channel and UTC hour (`span` "hour") or
+    whole UTC day (`span` "day", `hour` its midnight: the day's hours merged, so a report by UTC day
+    takes one run a day): sorted 32-bit ints, so a report's median over any range of hours is exact."""
+
+    __tablename__ = "report_rollup_durations"
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), primary_key=True)
+    span: Mapped[str] = mapped_column(String(4), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    millis: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ReportRollupState(db.Model):
+    """One row (id 1): every hour before `rolled_until` is rolled up for every app; `rechecked_at` is
+    when the recent rolled hours were last rolled again (for receipts that land late)."""
+
+    __tablename__ = "report_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rolled_until: Mapped[datetime | None] = mapped_column(DateTime)
+    rechecked_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 def password_hash_method() -> str:

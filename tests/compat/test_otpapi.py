@@ -527,7 +527,7 @@ def test_logs_filter_by_verification_and_type_and_page(client, api_key, history)
 def test_reports_count_the_apps_otps(client, api_key, history):
     report = ok(get(client, api_key, "reports"))
     assert {"from", "to", "interval", "buckets", "totals", "delivery_rate", "verification_rate",
-            "median_seconds_to_verify", "top_countries"} == set(report)
+            "median_seconds_to_verify", "top_countries", "by_channel"} == set(report)
     assert report["interval"] == "day" and len(report["buckets"]) == 7
     assert report["totals"]["total"] == 3
     assert (report["totals"]["by_status"]["VERIFIED"], report["totals"]["by_status"]["READ"]) == (1, 1)

@@ -23,7 +23,7 @@ def test_defaults_are_the_last_seven_days_by_day(app, client, api_key):
     assert r.status_code == 200, r.json
     body = r.json
     assert set(body) == {"from", "to", "interval", "buckets", "totals", "deliveryRate", "verificationRate",
-                         "medianSecondsToVerify", "topCountries"}
+                         "medianSecondsToVerify", "topCountries", "byChannel"}
     assert body["interval"] == "day" and len(body["buckets"]) == 7
     today = {iso(t.replace(hour=0, minute=0, second=0, microsecond=0)) for t in (now, utcnow())}
     assert body["buckets"][-1]["start"] in today  # the current day is the last bucket

@@ -29,7 +29,7 @@ class OtpSummary(Answer):
     """An OTP as POST /v1/otp/send answers it."""
     id: str = Field(examples=["otp_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C"])
     status: OtpStatus
-    recipient: str = Field(examples=["+905551112233"])
+    recipient: str | None = Field(examples=["+905551112233"], description="Null once the OTP is anonymised.")
     reference: str | None
     templateId: str | None  # noqa: N815 - the API's field names
     channel: Channel = Field(description="The channel of the last send (`auto` sends over WhatsApp first).")
@@ -62,6 +62,9 @@ class OtpDetail(OtpSummary):
     canceledAt: Timestamp | None  # noqa: N815
     expiredAt: Timestamp | None  # noqa: N815
     error: str | None
+    anonymisedAt: Timestamp | None = Field(description=(  # noqa: N815
+        "When data retention anonymised this OTP (RETENTION_DAYS after its creation): `recipient` is then "
+        "null, the number is gone. Null while the OTP is whole."))
 
 
 class Otp(OtpDetail):
@@ -110,7 +113,7 @@ class MessageSummary(Answer):
     """A message as POST /v1/messages answers it (no timeline)."""
     id: str = Field(examples=["msg_01JZ8Q6Y3N4V5W6X7Y8Z9A0B1C"])
     status: MessageStatus
-    recipient: str
+    recipient: str | None = Field(description="Null once the message is anonymised.")
     templateId: str  # noqa: N815
     language: str | None
     variables: dict[str, str]
@@ -126,6 +129,8 @@ class MessageSummary(Answer):
 
 
 class Message(MessageSummary):
+    anonymisedAt: Timestamp | None = Field(description=(  # noqa: N815
+        "When data retention anonymised this message: `recipient` is then null and `variables` empty."))
     timeline: list[TimelineEvent]
 
 
@@ -158,10 +163,36 @@ class RateLimitList(Answer):
 StatusCounts = Annotated[dict[str, int], Field(description="One count per OTP status, zeros included.")]
 
 
+class ChannelCounts(Answer):
+    total: int
+    byStatus: StatusCounts  # noqa: N815
+
+
+class BucketChannels(Answer):
+    """A bucket's OTPs split by the channel of their last send."""
+    whatsapp: ChannelCounts
+    sms: ChannelCounts
+
+
 class ReportBucket(Answer):
     start: Timestamp
     total: int
     byStatus: StatusCounts  # noqa: N815
+    byChannel: BucketChannels  # noqa: N815
+
+
+class ChannelFigures(Answer):
+    """The report's figures over one channel's OTPs (the channel of each OTP's last send)."""
+    total: int
+    byStatus: StatusCounts  # noqa: N815
+    deliveryRate: float | None  # noqa: N815
+    verificationRate: float | None  # noqa: N815
+    medianSecondsToVerify: float | None  # noqa: N815
+
+
+class ReportChannels(Answer):
+    whatsapp: ChannelFigures
+    sms: ChannelFigures
 
 
 class ReportTotals(Answer):
@@ -185,6 +216,7 @@ class Report(Answer):
     verificationRate: float | None  # noqa: N815
     medianSecondsToVerify: float | None  # noqa: N815
     topCountries: list[CountryCount]  # noqa: N815
+    byChannel: ReportChannels  # noqa: N815
 
 
 class ErrorBody(Answer):

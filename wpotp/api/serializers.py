@@ -14,7 +14,7 @@ def otp_summary(otp: Otp | OtpView) -> dict:
     return {
         "id": otp.id,
         "status": otp.status,
-        "recipient": otp.recipient,
+        "recipient": otp.recipient if otp.anonymised_at is None else None,
         "reference": otp.reference,
         "templateId": otp.template_id,
         "channel": otp.channel or "whatsapp",
@@ -40,6 +40,7 @@ def otp_detail(otp: Otp | OtpView, with_timeline: bool = True) -> dict:
         "canceledAt": iso(otp.canceled_at),
         "expiredAt": iso(otp.expired_at),
         "error": otp.error,
+        "anonymisedAt": iso(otp.anonymised_at),
     })
     if with_timeline:
         # An OtpView read with its events (wpotp.otp.store.read_otp) carries them: no second query.
@@ -93,7 +94,7 @@ def message_detail(message: Message, with_timeline: bool = True) -> dict:
     data = {
         "id": message.id,
         "status": message.status,
-        "recipient": message.recipient,
+        "recipient": message.recipient if message.anonymised_at is None else None,
         "templateId": message.template_id,
         "language": message.language,
         "variables": message.variables,
@@ -108,5 +109,6 @@ def message_detail(message: Message, with_timeline: bool = True) -> dict:
         "error": message.error,
     }
     if with_timeline:
+        data["anonymisedAt"] = iso(message.anonymised_at)
         data["timeline"] = with_channels(timeline(Event.message_id == message.id))  # messages: WhatsApp only
     return data

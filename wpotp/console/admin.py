@@ -32,7 +32,8 @@ from .forms import AutofillForm, KeyForm, RoleForm, SettingsForm, UserForm, Webh
 ONCE_TTL = 120  # seconds a one-time secret waits for the page that shows it
 AUDIT_PAGE = 50
 SETTINGS_FIELDS = ("otp_length", "otp_ttl", "max_attempts", "allowed_countries", "api_rate_limit",
-                   "recipient_rate_limit", "daily_send_cap", "default_language", "fallback_after_seconds")
+                   "recipient_rate_limit", "daily_send_cap", "default_language", "fallback_after_seconds",
+                   "retention_days")
 AUTOFILL_FIELDS = ("otp_type", "android_package_name", "android_signature_hash", "zero_tap_terms_accepted",
                    "security_recommendation")
 

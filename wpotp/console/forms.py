@@ -85,6 +85,9 @@ class SettingsForm(FlaskForm):
                                                    "empty uses the server setting.")
     daily_send_cap = IntegerField("Daily send cap", validators=[Optional(), NumberRange(1, 100_000_000)],
                                   description="Sends per day for this app; empty uses the server setting.")
+    retention_days = IntegerField("Keep data for (days)", validators=[Optional(), NumberRange(1, 3650)],
+                                  description="Then numbers are anonymised and events deleted; empty uses the "
+                                              "server setting (RETENTION_DAYS).")
     default_language = StringField("Default language",
                                    validators=[DataRequired(),
                                                Regexp(LANGUAGE, message="Use a code like en or pt_BR.")],

@@ -50,3 +50,10 @@ def seal_code(otp_id: str, generation: int, code: str) -> str:
 def unseal_code(otp_id: str, generation: int, sealed: str) -> str:
     raw = bytes.fromhex(sealed)
     return bytes(a ^ b for a, b in zip(raw, _pad(otp_id, generation, len(raw)), strict=True)).decode()
+
+
+def hash_recipient(number: str) -> str:
+    """The keyed hash retention keeps in place of an anonymised number (HMAC under OTP_HASH_KEY, as API
+    keys are): the same number always gives the same hash, yet without the key no list of numbers can
+    be hashed to find it."""
+    return hmac.new(_key(), f"recipient:{number}".encode(), hashlib.sha256).hexdigest()

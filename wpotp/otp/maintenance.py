@@ -10,6 +10,14 @@
 - Rescue: an OTP QUEUED for longer than STUCK_QUEUED_AFTER whose send job is gone (lost
   with a Redis restart, or failed on a crash) is queued again while its sealed code is
   still in Redis, and FAILED otherwise. No OTP stays QUEUED forever.
+
+After the sweep, the periodic sweep job runs `upkeep`:
+
+- Rollups: the report rollup takes in the hours that have settled (wpotp/reports/rollups.py);
+  when none has, that is one read of its state row.
+- Retention: once every RETENTION_INTERVAL (across all workers, a Redis SET NX EX), a
+  `retention_job` is queued that applies data retention (wpotp/otp/retention.py) in its own
+  job, so a long purge never holds up the next sweep.
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import select, update
 
 from .. import metrics
-from ..extensions import db, job_queue, redis_client
+from ..extensions import db, get_queue, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
 from ..settings import settings
 from ..util import new_id, utcnow
@@ -31,6 +40,8 @@ from .service import resolve_in_doubt, seal_key
 
 log = logging.getLogger("wpotp.maintenance")
 BATCH = 500
+RETENTION_JOB = "wpotp.jobs.maintenance.retention_job"
+RETENTION_JOB_TIMEOUT = 3600  # a first purge of a large history; an interrupted one resumes next time
 
 
 def sweep() -> dict:
@@ -49,6 +60,25 @@ def sweep() -> dict:
     if any(result.values()):
         log.info("sweep: %s", result)
     return result
+
+
+def upkeep() -> dict:
+    """The sweep job's upkeep after the sweep: report rollups, and retention when it is due."""
+    from ..reports.rollups import roll_up
+
+    result = roll_up()
+    result["retention_queued"] = queue_retention_if_due()
+    return result
+
+
+def queue_retention_if_due() -> bool:
+    """Queue the retention job once per RETENTION_INTERVAL, however many workers sweep."""
+    interval = int(current_app.config["RETENTION_INTERVAL"])
+    if not redis_client.conn.set("wpotp:periodic:retention", "1", nx=True, ex=interval):
+        return False
+    get_queue("default").enqueue(RETENTION_JOB, description="periodic retention", result_ttl=86400,
+                                 job_timeout=RETENTION_JOB_TIMEOUT)
+    return True
 
 
 def expire_due() -> int:

@@ -72,6 +72,8 @@ class OtpView:
     expired_at: datetime | None = None
     channel: str = "whatsapp"
     fallback: str | None = None
+    anonymised_at: datetime | None = None  # set by retention (wpotp/otp/retention.py), with recipient_hash
+    recipient_hash: str | None = None
     timeline: list | None = None
 
     @property

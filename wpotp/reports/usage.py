@@ -1,10 +1,14 @@
-"""Usage reports: OTPs per day or hour by status, delivery and verification rates, time to verify.
+"""Usage reports: OTPs per day or hour by status, delivery and verification rates, time to verify,
+all of it also split by channel (the channel of each OTP's last send).
 
-Each bucket (a UTC day or hour) is aggregated from the `otps` table with two grouped queries
-over `ix_otps_app_created` (app_id, created_at): counts by bucket, status and country, and
-each bucket's list of the verified OTPs' times to verify. Both run on SQLite and PostgreSQL;
-only the bucketing and the duration arithmetic differ by dialect (`_bucket_expr`,
-`_millis_expr`, `_millis_list_expr`).
+Whole UTC hours the report rollup has reached (wpotp/reports/rollups.py, kept by the sweep) are
+read from its tables; the rest of a range (the hours not rolled up yet, about the last one, and
+the partial hours at its ends) is aggregated from the `otps` table with two grouped queries
+over `ix_otps_app_created` (app_id, created_at): counts by bucket, channel, status and country,
+and each bucket's and channel's list of the verified OTPs' times to verify. Both run on SQLite
+and PostgreSQL; only the bucketing and the duration arithmetic differ by dialect
+(`_bucket_expr`, `_millis_expr`, `_millis_list_expr`). Either way a bucket is the same
+`BucketData`, so the figures do not depend on where they came from (tests/reports/test_rollups.py).
 
 A bucket is *settled* once every OTP created in it has reached a final status (its longest
 life, resends included, plus a sweep, has passed). Settled buckets change only when a late
@@ -29,6 +33,7 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 
 import redis
 from flask import current_app
@@ -44,6 +49,7 @@ from ..util import iso, parse_iso, utcnow
 log = logging.getLogger("wpotp.reports")
 
 STATUSES = tuple(s.value for s in OtpStatus)
+CHANNELS = ("whatsapp", "sms")  # the channels an OTP is sent over (SPEC §12); reports split by them
 INTERVALS = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
 MAX_SPAN = {"day": timedelta(days=90), "hour": timedelta(days=7)}
 TOP_COUNTRIES = 10
@@ -103,32 +109,47 @@ def sent_condition() -> ColumnElement:
 
 @dataclass
 class BucketData:
-    """What a report needs of one bucket: counts by (status, country), with how many of them were
-    sent and delivered, and the verified OTPs' milliseconds to verify, sorted."""
+    """What a report needs of one bucket: counts by (channel, status, country), with how many of them
+    were sent and delivered, and per channel the verified OTPs' milliseconds to verify, as sorted runs
+    (one from the table, one per rolled-up hour: the median is taken across runs without merging)."""
 
-    rows: list[list] = field(default_factory=list)  # [status, country, n, sent, delivered]
-    durations: array = field(default_factory=lambda: array(_DURATIONS))
+    rows: list[list] = field(default_factory=list)  # [channel, status, country, n, sent, delivered]
+    durations: dict[str, list[array]] = field(default_factory=dict)
     computed_at: float = field(default_factory=time.time)
 
+    def add(self, other: BucketData) -> None:
+        self.rows.extend(other.rows)
+        for channel, runs in other.durations.items():
+            self.durations.setdefault(channel, []).extend(runs)
+
     def encode(self) -> bytes:
-        head = json.dumps({"at": self.computed_at, "rows": self.rows}, separators=(",", ":")).encode()
-        return head + b"\n" + self.durations.tobytes()
+        merged = {c: array(_DURATIONS, sorted(chain.from_iterable(runs))) for c, runs in self.durations.items()}
+        head = {"at": self.computed_at, "rows": self.rows, "dur": [[c, len(a)] for c, a in merged.items()]}
+        return json.dumps(head, separators=(",", ":")).encode() + b"\n" + b"".join(a.tobytes() for a in merged.values())
 
     @classmethod
     def decode(cls, raw: bytes) -> BucketData:
         head, _, body = raw.partition(b"\n")
         meta = json.loads(head)
-        durations = array(_DURATIONS)
-        durations.frombytes(body)
+        if any(len(row) != 6 for row in meta["rows"]):
+            raise ValueError("an entry of the format before channels")
+        durations, offset = {}, 0
+        for channel, count in meta["dur"]:
+            run = array(_DURATIONS)
+            run.frombytes(body[offset:offset + count * run.itemsize])
+            offset += count * run.itemsize
+            durations[channel] = [run]
         return cls(rows=meta["rows"], durations=durations, computed_at=meta["at"])
 
 
-def _bucket_expr(interval: str) -> ColumnElement:
-    """created_at truncated to the bucket, per dialect (PostgreSQL: a timestamp; SQLite: text)."""
+def _bucket_expr(interval: str, column=None) -> ColumnElement:
+    """A time column (created_at by default) truncated to the bucket, per dialect (PostgreSQL: a
+    timestamp; SQLite: text)."""
+    column = Otp.created_at if column is None else column
     if db.engine.dialect.name == "postgresql":
-        return func.date_trunc(interval, Otp.created_at)
+        return func.date_trunc(interval, column)
     pattern = "%Y-%m-%d 00:00:00" if interval == "day" else "%Y-%m-%d %H:00:00"
-    return func.strftime(pattern, Otp.created_at)
+    return func.strftime(pattern, column)
 
 
 def _millis_expr() -> ColumnElement:
@@ -167,28 +188,44 @@ def _flag(condition: ColumnElement) -> ColumnElement:
 
 def compute_buckets(app_id: str, interval: str, ranges: list[tuple[datetime, datetime]]) -> dict[datetime, BucketData]:
     """Aggregate the OTPs of `app_id` created in any of `ranges` ([start, end) pairs), per bucket
-    start. Buckets without OTPs are absent."""
+    start, from the `otps` table. Buckets without OTPs are absent."""
     if not ranges:
         return {}
     in_ranges = or_(*(and_(Otp.created_at >= s, Otp.created_at < e) for s, e in ranges))
     bucket = _bucket_expr(interval).label("bucket")
     counts = (
-        select(bucket, Otp.status, Otp.country, func.count().label("n"), _flag(sent_condition()).label("sent"),
-               _flag(delivered_condition()).label("delivered"))
+        select(bucket, Otp.channel, Otp.status, Otp.country, func.count().label("n"),
+               _flag(sent_condition()).label("sent"), _flag(delivered_condition()).label("delivered"))
         .where(Otp.app_id == app_id, in_ranges)
-        .group_by(literal_column("1"), Otp.status, Otp.country)
+        .group_by(literal_column("1"), Otp.channel, Otp.status, Otp.country)
     )
+    conn = db.session.connection()  # Core rows: no ORM bookkeeping per row
     out: dict[datetime, BucketData] = {}
-    for row in db.session.execute(counts):
+    for row in conn.execute(counts):
         data = out.setdefault(floor_to(_as_datetime(row.bucket), interval), BucketData())
-        data.rows.append([row.status, row.country, int(row.n), int(row.sent or 0), int(row.delivered or 0)])
+        data.rows.append([row.channel or "whatsapp", row.status, row.country, int(row.n), int(row.sent or 0),
+                          int(row.delivered or 0)])
     verified = (
-        select(bucket, _millis_list_expr().label("ms"))
+        select(bucket, Otp.channel, _millis_list_expr().label("ms"))
         .where(Otp.app_id == app_id, in_ranges, Otp.status == OtpStatus.VERIFIED, Otp.verified_at.is_not(None))
-        .group_by(literal_column("1"))
+        .group_by(literal_column("1"), Otp.channel)
     )
-    for row in db.session.execute(verified):
-        out.setdefault(floor_to(_as_datetime(row.bucket), interval), BucketData()).durations = _millis_array(row.ms)
+    for row in conn.execute(verified):
+        data = out.setdefault(floor_to(_as_datetime(row.bucket), interval), BucketData())
+        data.durations.setdefault(row.channel or "whatsapp", []).append(_millis_array(row.ms))
+    return out
+
+
+def gather_buckets(app_id: str, interval: str, ranges: list[tuple[datetime, datetime]]) -> dict[datetime, BucketData]:
+    """Like compute_buckets, but the whole UTC hours the rollup has reached are read from the rollup
+    tables (wpotp/reports/rollups.py) and only the rest (the hours not rolled up yet, today's, and the
+    partial hours at a range's ends) from the `otps` table."""
+    from .rollups import read_rollups, split_ranges
+
+    rolled, raw = split_ranges(ranges)
+    out = compute_buckets(app_id, interval, raw)
+    for start, data in read_rollups(app_id, interval, rolled).items():
+        out.setdefault(start, BucketData()).add(data)
     return out
 
 
@@ -249,7 +286,7 @@ def refresh_report_buckets(app_id: str, interval: str, starts: list[str]) -> int
     """RQ job: recompute the given (settled) buckets from the table and cache them again."""
     step = INTERVALS[interval]
     begins = [parse_iso(s) for s in starts]
-    fresh = compute_buckets(app_id, interval, _merge_ranges([(b, b + step) for b in begins]))
+    fresh = gather_buckets(app_id, interval, _merge_ranges([(b, b + step) for b in begins]))
     _store(app_id, interval, {b: fresh.get(b, BucketData()) for b in begins})
     with contextlib.suppress(redis.RedisError):
         redis_client.conn.delete(f"{CACHE_PREFIX}:refreshing:{app_id}:{interval}")
@@ -300,22 +337,77 @@ def _zero_statuses() -> dict[str, int]:
     return dict.fromkeys(STATUSES, 0)
 
 
+@dataclass
+class _Tally:
+    """Running sums over a report's OTPs (all of them, or one channel's)."""
+
+    total: int = 0
+    by_status: dict[str, int] = field(default_factory=_zero_statuses)
+    sent: int = 0
+    delivered: int = 0
+    durations: list[array] = field(default_factory=list)
+
+    def count(self, status: str, n: int, sent: int, delivered: int) -> None:
+        self.total += n
+        if status in self.by_status:
+            self.by_status[status] += n
+        self.sent += sent
+        self.delivered += delivered
+
+    def figures(self) -> dict:
+        verified = self.by_status[OtpStatus.VERIFIED]
+        return {"total": self.total, "byStatus": self.by_status,
+                "deliveryRate": round(self.delivered / self.sent, 4) if self.sent else None,
+                "verificationRate": round(verified / self.total, 4) if self.total else None,
+                "medianSecondsToVerify": _median_seconds(self.durations)}
+
+
+def _bucket_slot(start: datetime, data: BucketData, totals: _Tally, channels: dict[str, _Tally],
+                 countries: dict[str, int]) -> dict:
+    """One bucket of the answer, adding its OTPs to the report's running sums."""
+    slot = {"start": iso(start), "total": 0, "byStatus": _zero_statuses(),
+            "byChannel": {c: {"total": 0, "byStatus": _zero_statuses()} for c in CHANNELS}}
+    for channel, status, country, n, sent, delivered in data.rows:
+        slot["total"] += n
+        if status in slot["byStatus"]:
+            slot["byStatus"][status] += n
+        part = slot["byChannel"].get(channel)
+        if part is not None:
+            part["total"] += n
+            if status in part["byStatus"]:
+                part["byStatus"][status] += n
+            channels[channel].count(status, n, sent, delivered)
+        totals.count(status, n, sent, delivered)
+        if country:
+            countries[country] = countries.get(country, 0) + n
+    for channel, runs in data.durations.items():
+        runs = [r for r in runs if len(r)]
+        totals.durations.extend(runs)
+        if channel in channels:
+            channels[channel].durations.extend(runs)
+    return slot
+
+
 def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "day") -> dict:
     """OTPs of `app_id` created in [start, end) (naive UTC), counted per UTC day or hour.
 
     Returns::
 
         {"from", "to", "interval",
-         "buckets": [{"start", "total", "byStatus": {status: n for all 8 statuses}}, ...],
+         "buckets": [{"start", "total", "byStatus": {status: n for all 8 statuses},
+                      "byChannel": {"whatsapp": {"total", "byStatus"}, "sms": {...}}}, ...],
          "totals": {"total", "byStatus"},
          "deliveryRate", "verificationRate", "medianSecondsToVerify",
-         "topCountries": [{"country", "count"}, ...]}
+         "topCountries": [{"country", "count"}, ...],
+         "byChannel": {"whatsapp": {"total", "byStatus", "deliveryRate", "verificationRate",
+                                    "medianSecondsToVerify"}, "sms": {...}}}
 
     Every bucket from the one holding `start` to the one holding the last instant before `end`
     is present, zeros included; the first and last may be partial. Each OTP counts once, under
-    its current status, in the bucket of its `created_at`.
+    its current status, in the bucket of its `created_at`, and under the channel of its last
+    send (its `channel`: an `auto` OTP that fell back to SMS counts as SMS).
 
-    Definitions (all over the OTPs counted in the report):
+    Definitions (all over the OTPs counted in the report, or in `byChannel` one channel's):
 
     - *sent*: `sent_at` is set, or the OTP got further (it counts as delivered).
     - *delivered*: `delivered_at` or `read_at` is set, or it was verified (status VERIFIED or
@@ -331,8 +423,10 @@ def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "d
     - `topCountries`: the 10 recipient countries (ISO 3166 region) with the most OTPs, most
       first, ties by code; OTPs without a country are left out.
 
-    Settled whole buckets may come from the cache (see the module's docstring): a receipt that
-    lands on an OTP after its bucket settled shows up once the cached bucket is refreshed.
+    Whole UTC hours the rollup has reached come from the rollup tables, the rest from the `otps`
+    table (so a report is exact up to now); settled whole buckets may come from the cache (see
+    the module's docstring): a receipt that lands on an OTP after its bucket settled shows up
+    once the rollup rechecks its hour and the cached bucket is refreshed.
 
     Raises ValueError for an unknown interval, `end <= start`, or a range longer than 90 days
     by day or 7 days by hour.
@@ -349,46 +443,30 @@ def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "d
     cacheable = [b for b in starts if b >= start and b + step <= end and b + step <= settled_by]
     cached = _load(app_id, interval, cacheable)
     wanted = _merge_ranges([(max(b, start), min(b + step, end)) for b in starts if b not in cached])
-    computed = compute_buckets(app_id, interval, wanted)
+    computed = gather_buckets(app_id, interval, wanted)
     _store(app_id, interval, {b: computed.get(b, BucketData()) for b in cacheable if b not in cached})
     stale = [b for b, data in cached.items() if data.computed_at < time.time() - FRESH_SECONDS]
     if stale:
         _schedule_refresh(app_id, interval, stale)
 
-    buckets = []
-    totals = {"total": 0, "byStatus": _zero_statuses()}
+    totals = _Tally()
+    channels = {c: _Tally() for c in CHANNELS}
     countries: dict[str, int] = {}
-    sent_total = delivered_total = 0
-    durations: list[array] = []
-    for b in starts:
-        data = cached.get(b) or computed.get(b) or BucketData()
-        slot = {"start": iso(b), "total": 0, "byStatus": _zero_statuses()}
-        for status, country, n, sent, delivered in data.rows:
-            slot["total"] += n
-            if status in slot["byStatus"]:
-                slot["byStatus"][status] += n
-                totals["byStatus"][status] += n
-            if country:
-                countries[country] = countries.get(country, 0) + n
-            sent_total += sent
-            delivered_total += delivered
-        totals["total"] += slot["total"]
-        if len(data.durations):
-            durations.append(data.durations)
-        buckets.append(slot)
-
-    verified = totals["byStatus"][OtpStatus.VERIFIED]
+    buckets = [_bucket_slot(b, cached.get(b) or computed.get(b) or BucketData(), totals, channels, countries)
+               for b in starts]
     top = sorted(countries.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_COUNTRIES]
+    overall = totals.figures()
     return {
         "from": iso(start),
         "to": iso(end),
         "interval": interval,
         "buckets": buckets,
-        "totals": totals,
-        "deliveryRate": round(delivered_total / sent_total, 4) if sent_total else None,
-        "verificationRate": round(verified / totals["total"], 4) if totals["total"] else None,
-        "medianSecondsToVerify": _median_seconds(durations),
+        "totals": {"total": overall["total"], "byStatus": overall["byStatus"]},
+        "deliveryRate": overall["deliveryRate"],
+        "verificationRate": overall["verificationRate"],
+        "medianSecondsToVerify": overall["medianSecondsToVerify"],
         "topCountries": [{"country": c, "count": n} for c, n in top],
+        "byChannel": {c: tally.figures() for c, tally in channels.items()},
     }
 
 
