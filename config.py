@@ -55,6 +55,18 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def env_redis_url(name: str, default: str) -> str:
+    """A Redis URL in one of the forms wpotp/redis_url.py reads (a Sentinel one included)."""
+    from wpotp.redis_url import RedisUrlError, check_redis_url  # here, not at the top: wpotp imports config
+
+    value = env_str(name, default)
+    try:
+        check_redis_url(value)
+    except RedisUrlError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
+
+
 def env_int_list(name: str, default: str) -> list[int]:
     """Comma-separated whole seconds, e.g. `2,5,15`; empty means none."""
     raw = env_str(name, default)
@@ -213,8 +225,19 @@ class Config:
 
         default_db = f"sqlite:///{self.INSTANCE_DIR / 'wpotp.db'}"
         self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_db)
-        self.REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", self.REDIS_URL)
+        # redis://, rediss://, unix:// or redis+sentinel://host:port[,host:port]/service_name[/db]
+        # (wpotp/redis_url.py reads them all; every Redis client of wpotp comes from there).
+        self.REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", self.REDIS_URL)  # or any `limits` storage
+        if self.RATELIMIT_STORAGE_URI.startswith("redis"):
+            self.RATELIMIT_STORAGE_URI = env_redis_url("RATELIMIT_STORAGE_URI", self.REDIS_URL)
+        self.REDIS_SENTINEL_PASSWORD = optional_secret("REDIS_SENTINEL_PASSWORD")
+        # The send hand-off (sealed code + job) waits until this many replicas hold it (Redis WAIT),
+        # so a failover to a replica cannot lose an OTP answered 201; 0 = do not wait. Default: 1
+        # behind Sentinel (there is a replica to fail over to), else 0.
+        sentinel = self.REDIS_URL.lower().startswith("redis+sentinel://")
+        self.REDIS_MIN_REPLICAS = env_int("REDIS_MIN_REPLICAS", 1 if sentinel else 0, minimum=0)
+        self.REDIS_REPLICA_TIMEOUT = env_int("REDIS_REPLICA_TIMEOUT", 500, minimum=1)  # ms the WAIT may take
 
         self.WPOTP_PROVIDER = env_str("WPOTP_PROVIDER", "sandbox")
         if self.WPOTP_PROVIDER not in ("sandbox", "cloud_api", "gateway"):
@@ -325,8 +348,15 @@ class Config:
     # Flask reads these names from the config object.
     def as_flask_config(self) -> dict:
         cfg = {k: getattr(self, k) for k in dir(self) if k.isupper()}
+        from wpotp.redis_url import APP_POOL, limiter_storage  # here, not at the top: wpotp imports config
+
+        storage_uri, storage_options = limiter_storage(self.RATELIMIT_STORAGE_URI, self.REDIS_SENTINEL_PASSWORD,
+                                                       **APP_POOL)
         cfg.update(
             SQLALCHEMY_ENGINE_OPTIONS=engine_options(self.SQLALCHEMY_DATABASE_URI),
+            # A Sentinel URL becomes the form Flask-Limiter (`limits`) takes, plus options (redis_url.py).
+            RATELIMIT_STORAGE_URI=storage_uri,
+            RATELIMIT_STORAGE_OPTIONS=storage_options,
             RATELIMIT_STRATEGY="fixed-window",
             # wpotp sets RateLimit-* itself (wpotp/api/__init__.py) and Retry-After only on a 429.
             RATELIMIT_HEADERS_ENABLED=False,

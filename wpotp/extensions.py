@@ -11,6 +11,8 @@ from flask_wtf import CSRFProtect
 from rq import Queue
 from sqlalchemy import MetaData
 
+from .redis_url import APP_POOL, app_redis
+
 # Stable constraint names so Alembic migrations read the same on SQLite and PostgreSQL.
 naming = {
     "ix": "ix_%(column_0_label)s",
@@ -39,9 +41,7 @@ class RedisHolder:
     """One Redis connection pool per app, reachable as `redis_client.conn`."""
 
     def init_app(self, app: Flask) -> None:
-        app.extensions["wpotp_redis"] = redis.Redis.from_url(
-            app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-        )
+        app.extensions["wpotp_redis"] = app_redis(app.config, **APP_POOL)  # any REDIS_URL form (redis_url.py)
 
     @property
     def conn(self) -> redis.Redis:

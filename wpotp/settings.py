@@ -38,6 +38,8 @@ class ServiceSettings:
     fraud_conversion_window: int  # FRAUD_CONVERSION_WINDOW
     fraud_block_seconds: int  # FRAUD_BLOCK_SECONDS, an app's own wins
     sms_provider: str = "sandbox"  # SMS_PROVIDER: where live keys' channel-sms sends go
+    redis_min_replicas: int = 0  # REDIS_MIN_REPLICAS: replicas that must hold a send's hand-off before its 201
+    redis_replica_timeout: int = 500  # REDIS_REPLICA_TIMEOUT: milliseconds they have to take it
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -55,7 +57,9 @@ class ServiceSettings:
                    fraud_unverified_country=int(config["FRAUD_UNVERIFIED_COUNTRY"]),
                    fraud_conversion_window=int(config["FRAUD_CONVERSION_WINDOW"]),
                    fraud_block_seconds=int(config["FRAUD_BLOCK_SECONDS"]),
-                   sms_provider=config.get("SMS_PROVIDER", "sandbox"))
+                   sms_provider=config.get("SMS_PROVIDER", "sandbox"),
+                   redis_min_replicas=int(config.get("REDIS_MIN_REPLICAS", 0)),
+                   redis_replica_timeout=int(config.get("REDIS_REPLICA_TIMEOUT", 500)))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
+from ..redis_url import follow_failover
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
@@ -77,6 +78,7 @@ def rescue_stuck() -> tuple[int, int]:
     ).all()
     requeued = failed = 0
     conn = redis_client.conn
+    follow_failover(conn)  # a missing seal must be looked for on the master of now, not a replaced one
     job_queue().ensure_drain()  # batched sends waiting with no drain job pending (even with SEND_BATCH now 0)
     for otp in stuck:
         if _send_pending(otp.id):

@@ -8,6 +8,7 @@ guesses spend at most the budget, N parallel right guesses verify exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -34,6 +35,7 @@ from ..errors import (
 )
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, WebhookAttempt, WebhookDelivery
+from ..redis_url import wait_for_replicas
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
@@ -250,6 +252,7 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
             pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
             job_queue().hand_off_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
             replies = pipe.execute()
+        _replicate_hand_off(otp.id, generation)
     except QUEUE_OUTAGES as exc:
         _undo_hand_off(otp, generation, revert_to)
         raise ServiceUnavailable("The queue is unavailable; nothing was sent or changed. Retry.") from exc
@@ -257,6 +260,19 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
         job_queue().after_hand_off(replies)  # the batch path: a drain job, only if none is pending
     except QUEUE_OUTAGES:  # the send is in the list: the flag lapses and the sweep enqueues a drain
         log.warning("could not enqueue a drain job for a queued send (Redis unavailable); the sweep will")
+
+
+def _replicate_hand_off(otp_id: str, generation: int) -> None:
+    """REDIS_MIN_REPLICAS: the hand-off is on that many replicas before the answer, so a failover
+    to one of them keeps it (redis_url.py). Fewer in time is an outage: the sealed code is taken
+    back first (a worker that has not read it yet fails the doomed send instead of making it)."""
+    cfg = settings()
+    try:
+        wait_for_replicas(redis_client.conn, cfg.redis_min_replicas, cfg.redis_replica_timeout)
+    except QUEUE_OUTAGES:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            redis_client.conn.delete(seal_key(otp_id, generation))
+        raise
 
 
 def _undo_hand_off(otp: Otp | store.OtpView, generation: int, revert_to: dict | None) -> None:
