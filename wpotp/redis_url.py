@@ -144,22 +144,13 @@ def follow_failover(conn: redis.Redis) -> None:
             pool.get_master_address()
 
 
-REPLICATION_MARK = "wpotp:replication-mark"
-
-
-def wait_for_replicas(conn: redis.Redis, replicas: int, timeout_ms: int) -> None:
-    """Return once `replicas` replicas hold every write this process made so far; raise a
-    ConnectionError (an outage, to callers) when fewer do within `timeout_ms`.
-
-    Redis WAIT counts the writes of the connection it is sent on, and a pipeline gives its
-    connection back when it ends: so a small write of its own goes first, on the same connection
-    (the replication stream is in order: once a replica has it, it has every earlier write). A
-    master with too few replicas is often one a failover has just replaced: the sentinels are
-    asked again, so the next call reaches the new master."""
-    if replicas <= 0:
-        return
+def set_replicated(conn: redis.Redis, name: str, value, ex: int, replicas: int, timeout_ms: int) -> None:
+    """SET `name`, and return once `replicas` replicas hold it (Redis WAIT, on the same connection:
+    WAIT counts the writes of the connection it is sent on). Fewer within `timeout_ms` is a
+    ConnectionError, an outage to callers. A master with too few replicas is often one that a
+    failover has just replaced: the sentinels are asked again, so the next call reaches the new one."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.set(REPLICATION_MARK, 1, ex=60)
+        pipe.set(name, value, ex=ex)
         pipe.execute_command("WAIT", replicas, timeout_ms)
         _ok, acked = pipe.execute()
     if int(acked) < replicas:

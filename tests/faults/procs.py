@@ -44,11 +44,12 @@ class RedisServer:
     """A redis-server of the test's own. `persistent` keeps its data across a restart (AOF,
     fsync always), as a production Redis should; without it a restart loses everything."""
 
-    def __init__(self, directory: Path, persistent: bool = True):
+    def __init__(self, directory: Path, persistent: bool = True, args: tuple[str, ...] = ()):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.persistent = persistent
+        self.args = args  # more redis-server options, e.g. ("--replicaof", host, port)
         self.proc: subprocess.Popen | None = None
 
     def url(self, db: int = 0) -> str:
@@ -59,7 +60,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always"]
+                "--save", "", "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always", *self.args]
         self.proc = subprocess.Popen(args, stdout=(self.dir / "redis.log").open("ab"), stderr=subprocess.STDOUT)
         wait_until(self._answers, 10, what=f"redis-server on port {self.port}")
         return self
@@ -86,6 +87,102 @@ class RedisServer:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+class SentinelSet:
+    """Redis behind Sentinel, all the test's own: a master, `replicas` replicas of it and `sentinels`
+    sentinels (`redis-server --sentinel`), each on a free port under `directory`. `url()` is the
+    REDIS_URL wpotp takes for it; `failover()` asks the sentinels to promote a replica. Two
+    replicas, as docs/operations.md asks: after a failover the new master still has one (the old
+    master rejoins as a replica only some seconds later), so REDIS_MIN_REPLICAS=1 keeps holding."""
+
+    SERVICE = "wpotp"
+
+    def __init__(self, directory: Path, sentinels: int = 1, replicas: int = 2):
+        self.dir = directory
+        self.master = RedisServer(directory / "master")
+        follow = ("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replicas = [RedisServer(directory / f"replica-{n}", args=follow) for n in range(replicas)]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinel_procs: list[subprocess.Popen] = []
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/{db}"
+
+    def sentinel(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[index], socket_connect_timeout=1, socket_timeout=2)
+
+    def master_port(self) -> int:
+        _host, port = self.sentinel().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+        return int(port)
+
+    def servers(self) -> dict[int, RedisServer]:
+        return {server.port: server for server in (self.master, *self.replicas)}
+
+    def start(self) -> SentinelSet:
+        self.master.start()
+        for replica in self.replicas:
+            replica.start()
+        for replica in self.replicas:
+            wait_until(lambda r=replica: r.client().info("replication").get("master_link_status") == "up", 20,
+                       what="the replicas to sync")
+        quorum = len(self.sentinel_ports) // 2 + 1
+        for index, port in enumerate(self.sentinel_ports):
+            conf = self.dir / f"sentinel-{index}.conf"  # a sentinel rewrites its file: one each, writable
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} {quorum}\n"
+                            f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                            f"sentinel failover-timeout {self.SERVICE} 10000\n")
+            log = (self.dir / f"sentinel-{index}.log").open("ab")
+            self.sentinel_procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=log,
+                                                        stderr=subprocess.STDOUT))
+        for index in range(len(self.sentinel_ports)):
+            wait_until(lambda i=index: self._knows_replicas(i), 30, what=f"sentinel {index} to find the replicas")
+        return self
+
+    def _knows_replicas(self, index: int) -> bool:
+        try:
+            replicas = self.sentinel(index).execute_command("SENTINEL", "REPLICAS", self.SERVICE)
+        except redis.RedisError:
+            return False
+        healthy = [r for r in map(_fields, replicas)
+                   if r.get("master-link-status") == "ok" and "s_down" not in r.get("flags", "")]
+        return len(healthy) == len(self.replicas)
+
+    def failover(self) -> int:
+        """SENTINEL FAILOVER (no agreement asked); returns the new master's port once it acts as one."""
+        old = self.master_port()
+        self.sentinel().execute_command("SENTINEL", "FAILOVER", self.SERVICE)
+        new = wait_until(lambda: (port := self.master_port()) != old and port, 30, what="the sentinels to switch")
+        wait_until(lambda: self.servers()[new].client().info("replication").get("role") == "master", 30,
+                   what="the replica to become master")
+        return new
+
+    def stop(self) -> None:
+        for proc in self.sentinel_procs:
+            proc.kill()
+            proc.wait(timeout=10)
+        self.sentinel_procs = []
+        for server in (self.master, *self.replicas):
+            server.__exit__()
+
+    def __enter__(self) -> SentinelSet:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _fields(replica) -> dict[str, str]:
+    """One entry of SENTINEL REPLICAS (redis-py answers a dict of bytes) as text."""
+    items = replica.items() if isinstance(replica, dict) else zip(replica[::2], replica[1::2], strict=False)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+            for k, v in items}
 
 
 def worker_env(app, redis_url: str, **settings) -> dict[str, str]:
@@ -144,6 +241,49 @@ class WorkerProc:
             if int(fields[1]) == self.proc.pid:
                 found.append(int(stat.parent.name))
         return found
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class WebProc:
+    """One web instance: gunicorn on wsgi:app with gunicorn.conf.py, on a free port, in a process
+    group of its own. `env` as for a worker (worker_env): the same database, secrets and Redis."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1, threads: int = 4):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {**env, "PORT": str(self.port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
+               "WEB_THREADS": str(threads)}
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def ready(self, timeout: float = 30) -> WebProc:
+        import requests
+
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {self.log()[-3000:]}")
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, timeout, what=f"gunicorn on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

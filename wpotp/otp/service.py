@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, WebhookAttempt, WebhookDelivery
-from ..redis_url import wait_for_replicas
+from ..redis_url import set_replicated
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
@@ -245,14 +245,17 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
     working). Any other error propagates (a 500, logged) with the committed row left as it is.
     """
     generation = otp.generation
+    replicas = settings().redis_min_replicas
     try:
+        if replicas:
+            _seal_on_replicas(otp, generation, code, replicas)
         # One round trip: the sealed code, the job and its bookkeeping go to Redis together.
         with redis_client.conn.pipeline() as pipe:
             pipe.multi()
-            pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
+            if not replicas:
+                pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
             job_queue().hand_off_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
             replies = pipe.execute()
-        _replicate_hand_off(otp.id, generation)
     except QUEUE_OUTAGES as exc:
         _undo_hand_off(otp, generation, revert_to)
         raise ServiceUnavailable("The queue is unavailable; nothing was sent or changed. Retry.") from exc
@@ -262,16 +265,18 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
         log.warning("could not enqueue a drain job for a queued send (Redis unavailable); the sweep will")
 
 
-def _replicate_hand_off(otp_id: str, generation: int) -> None:
-    """REDIS_MIN_REPLICAS: the hand-off is on that many replicas before the answer, so a failover
-    to one of them keeps it (redis_url.py). Fewer in time is an outage: the sealed code is taken
-    back first (a worker that has not read it yet fails the doomed send instead of making it)."""
-    cfg = settings()
+def _seal_on_replicas(otp: Otp | store.OtpView, generation: int, code: str, replicas: int) -> None:
+    """REDIS_MIN_REPLICAS: the sealed code is on that many replicas before the send is queued, so
+    a failover to one of them cannot lose an OTP answered 201 (a queued job it loses, the sweep
+    queues again: the code is what cannot be recovered). Nothing is queued yet when the replicas
+    fall short, so the undo is complete; the seal left on the master is taken back."""
+    key = seal_key(otp.id, generation)
     try:
-        wait_for_replicas(redis_client.conn, cfg.redis_min_replicas, cfg.redis_replica_timeout)
+        set_replicated(redis_client.conn, key, seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120,
+                       replicas=replicas, timeout_ms=settings().redis_replica_timeout)
     except QUEUE_OUTAGES:
         with contextlib.suppress(redis.exceptions.RedisError):
-            redis_client.conn.delete(seal_key(otp_id, generation))
+            redis_client.conn.delete(key)
         raise
 
 
