@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -183,6 +186,79 @@ def _fields(replica) -> dict[str, str]:
     items = replica.items() if isinstance(replica, dict) else zip(replica[::2], replica[1::2], strict=False)
     return {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
             for k, v in items}
+
+
+PGBOUNCER = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+
+
+class PgBouncer:
+    """A pgbouncer of the test's own in front of one PostgreSQL database, in transaction mode, on a
+    free port; `url` is DATABASE_URL through it. Its server connections are handed out round robin
+    (server_round_robin), so consecutive transactions of one client land on different ones.
+
+    The pool must not be smaller than the transactions open at once plus the second connection a
+    request or job may take meanwhile (the configuration cache reads on a session of its own):
+    with fewer, two threads can each hold one and wait for another (docs/operations.md).
+
+    pgbouncer refuses to run as root: as root it is started with `-u nobody`, from a folder of
+    its own that nobody may write (pytest's tmp folders are root's alone)."""
+
+    def __init__(self, database_url: str, pool_size: int = 8):
+        from sqlalchemy import make_url
+
+        self.target = make_url(database_url)
+        self.port = free_port()
+        self.url = self.target.set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+        self.dir = Path(tempfile.mkdtemp(prefix="wpotp-pgbouncer-"))
+        user = self.target.username or "postgres"
+        (self.dir / "userlist.txt").write_text(f'"{user}" "{self.target.password or ""}"\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"[databases]\n{self.target.database} = host={self.target.host or '127.0.0.1'} "
+            f"port={self.target.port or 5432} dbname={self.target.database}\n"
+            f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.dir / 'userlist.txt'}\nadmin_users = {user}\n"
+            f"pool_mode = transaction\nserver_round_robin = 1\ndefault_pool_size = {pool_size}\nmax_client_conn = 200\n"
+            f"logfile = {self.dir / 'pgbouncer.log'}\npidfile = {self.dir / 'pgbouncer.pid'}\n")
+        self.args = [PGBOUNCER, str(self.dir / "pgbouncer.ini")]
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            for path in (self.dir, *self.dir.iterdir()):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+            self.args[1:1] = ["-u", "nobody"]
+        self.proc: subprocess.Popen | None = None
+
+    def show(self, what: str) -> list[dict[str, str]]:
+        """SHOW <what> on pgbouncer's admin console (simple query protocol: psql, not psycopg)."""
+        user = self.target.username or "postgres"
+        out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", user, "-d", "pgbouncer",
+                              "-AF", "\t", "-c", f"SHOW {what}"], capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "PGPASSWORD": self.target.password or ""}, check=True).stdout
+        header, *rows = [line.split("\t") for line in out.splitlines() if line and not line.startswith("(")]
+        return [dict(zip(header, row, strict=False)) for row in rows]
+
+    def __enter__(self) -> PgBouncer:
+        self.proc = subprocess.Popen(self.args, stdout=(self.dir / "stdout.log").open("ab"), stderr=subprocess.STDOUT)
+        wait_until(self._answers, 15, what=f"pgbouncer on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"pgbouncer exited: {self.log()}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.dir.glob("*.log"))
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def worker_env(app, redis_url: str, **settings) -> dict[str, str]:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 import requests
 from sqlalchemy import select
 
@@ -119,12 +118,6 @@ class Traffic:
         self._threads[1].join(timeout=timeout)
         self._give_up.set()
         self._threads[1].join(timeout=15)
-
-
-@pytest.fixture
-def postgresql_only(backend):
-    if backend[0] != "postgresql":
-        pytest.skip("two hosts share one PostgreSQL (TEST_DATABASE_URL); SQLite is one host's file")
 
 
 def _statuses(app, ids: list[str]) -> Counter:
