@@ -12,6 +12,7 @@ fifth execution on a connection).
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -19,7 +20,8 @@ from tests.helpers import in_threads, make_key
 
 from .procs import PGBOUNCER, PgBouncer, WorkerProc, wait_until, worker_env
 
-pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="pgbouncer is not installed (apt-get install pgbouncer)")
+pytestmark = pytest.mark.skipif(PGBOUNCER is None or shutil.which("psql") is None,
+                                reason="pgbouncer (apt-get install pgbouncer) or psql is not installed")
 
 ROUNDS, CLIENTS = 3, 4
 

@@ -15,13 +15,16 @@ import time
 from collections import Counter
 
 import requests
+from redis.sentinel import SentinelConnectionPool
 from sqlalchemy import select
 
-from tests.helpers import make_key
+from tests.helpers import make_key, work_queues
 from tests.providers.cloud_api.graph import SETTINGS as CLOUD_API
 from tests.providers.cloud_api.graph import GraphDouble
-from wpotp.extensions import db
+from wpotp.extensions import db, limiter
+from wpotp.jobs.worker import worker_connection
 from wpotp.models import Otp
+from wpotp.providers.sandbox import read_outbox
 
 from .procs import SentinelSet, WebProc, WorkerProc, wait_until, worker_env
 
@@ -181,3 +184,31 @@ def test_two_hosts_lose_no_otp_when_the_redis_master_fails_over(postgresql_only,
     assert set(v for v, _code in traffic.verifies) <= {200, 503}, Counter(traffic.verifies)
     assert not left_behind, f"a refused send left its OTP row behind: {left_behind[:10]}"
     assert not graph.problems
+
+
+def test_every_redis_client_of_an_app_behind_sentinel_uses_the_master_and_its_database(make_app, app, tmp_path):
+    """REDIS_URL=redis+sentinel://.../wpotp/3: the API budget (Flask-Limiter's storage), the
+    hand-off (seal, queue), the worker's own pool and /readyz all reach database 3 of the master."""
+    with SentinelSet(tmp_path / "redis", replicas=1) as redis_set:
+        url = redis_set.url(3)
+        web = make_app(REDIS_URL=url, RATELIMIT_STORAGE_URI=url, REDIS_MIN_REPLICAS=1)
+        key = make_key(web)
+        client = web.test_client()
+        sent = client.post("/v1/otp/send", headers=key.headers, json={"recipient": "+905556200001"})
+        master = redis_set.master.client()
+        master.select(3)
+        keys = {k.decode() for k in master.keys("*")}
+        work_queues(web)  # a real RQ worker on the workers' own pool (jobs/worker.py: worker_connection)
+        with web.app_context():
+            storage = limiter.storage
+            worker_pool = worker_connection(web).connection_pool
+            outbox = read_outbox(recipient="+905556200001")
+        ready = client.get("/readyz")
+        stray = redis_set.master.client().dbsize()  # database 0 of the master: nothing went there
+    assert sent.status_code == 201, sent.get_json()
+    assert any("LIMITER/api/" in k for k in keys), sorted(keys)
+    assert any(k.startswith("wpotp:seal:") for k in keys), sorted(keys)
+    assert type(storage).__name__ == "RedisSentinelStorage" and isinstance(worker_pool, SentinelConnectionPool)
+    assert [m["otpId"] for m in outbox] == [sent.get_json()["id"]]
+    assert ready.status_code == 200 and ready.get_json()["checks"]["redis"] == "ok"
+    assert stray == 0
