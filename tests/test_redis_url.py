@@ -86,3 +86,25 @@ def test_behind_sentinel_a_send_waits_for_one_replica_by_default(redis_env):
     assert flask["RATELIMIT_STORAGE_OPTIONS"]["db"] == 0
     redis_env.setenv("REDIS_MIN_REPLICAS", "0")
     assert Config.from_env().REDIS_MIN_REPLICAS == 0
+
+
+def test_a_send_short_of_replicas_answers_503_and_leaves_nothing_behind(make_app, app):
+    """REDIS_MIN_REPLICAS=1 on a Redis without replicas (the suite's): the seal's WAIT falls short,
+    so the send is undone before anything is queued."""
+    from sqlalchemy import func, select
+
+    from tests.helpers import make_key
+    from wpotp.extensions import db, redis_client
+    from wpotp.models import Otp
+
+    web = make_app(REDIS_MIN_REPLICAS=1, REDIS_REPLICA_TIMEOUT=20)
+    key = make_key(web)
+    answer = web.test_client().post("/v1/otp/send", headers=key.headers, json={"recipient": "+905556300001"})
+    with web.app_context():
+        rows = db.session.scalar(select(func.count()).select_from(Otp))
+        keys = [k.decode() for k in redis_client.conn.keys("wpotp:*")]
+        queued = redis_client.conn.llen("rq:queue:otp")
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert rows == 0
+    assert not [k for k in keys if k.startswith(("wpotp:seal:", "wpotp:sendjob:", "wpotp:sendq"))], keys
+    assert queued == 0

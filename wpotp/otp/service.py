@@ -249,7 +249,8 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
     try:
         if replicas:
             _seal_on_replicas(otp, generation, code, replicas)
-        # One round trip: the sealed code, the job and its bookkeeping go to Redis together.
+        # One round trip: the sealed code (unless already on the replicas), the job and its
+        # bookkeeping go to Redis together.
         with redis_client.conn.pipeline() as pipe:
             pipe.multi()
             if not replicas:
