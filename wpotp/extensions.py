@@ -34,6 +34,14 @@ def client_ip() -> str:
 
 limiter = Limiter(key_func=client_ip)
 
+
+def init_limiter(app: Flask) -> None:
+    """`limiter.init_app(app)`, without the storage options an earlier app of this process left:
+    Flask-Limiter merges each app's RATELIMIT_STORAGE_OPTIONS into its one Limiter's, so a
+    Sentinel app's options (redis_url.limiter_storage) would reach a later plain-Redis app."""
+    limiter._storage_options.clear()
+    limiter.init_app(app)
+
 QUEUE_NAMES = ("otp", "default", "webhooks")
 
 
