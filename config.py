@@ -56,6 +56,18 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def env_redis_url(name: str, default: str) -> str:
+    """A Redis URL in one of the forms wpotp/redis_url.py reads (a Sentinel one included)."""
+    from wpotp.redis_url import RedisUrlError, check_redis_url  # here, not at the top: wpotp imports config
+
+    value = env_str(name, default)
+    try:
+        check_redis_url(value)
+    except RedisUrlError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
+
+
 def env_int_list(name: str, default: str) -> list[int]:
     """Comma-separated whole seconds, e.g. `2,5,15`; empty means none."""
     raw = env_str(name, default)
@@ -227,8 +239,21 @@ class Config:
 
         default_db = f"sqlite:///{self.INSTANCE_DIR / 'wpotp.db'}"
         self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_db)
-        self.REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", self.REDIS_URL)
+        # DATABASE_URL goes through PgBouncer in transaction mode (or another transaction pooler).
+        self.DATABASE_TRANSACTION_POOLING = env_bool("DATABASE_TRANSACTION_POOLING", False)
+        # redis://, rediss://, unix:// or redis+sentinel://host:port[,host:port]/service_name[/db]
+        # (wpotp/redis_url.py reads them all; every Redis client of wpotp comes from there).
+        self.REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", self.REDIS_URL)  # or any `limits` storage
+        if self.RATELIMIT_STORAGE_URI.startswith("redis"):
+            self.RATELIMIT_STORAGE_URI = env_redis_url("RATELIMIT_STORAGE_URI", self.REDIS_URL)
+        self.REDIS_SENTINEL_PASSWORD = optional_secret("REDIS_SENTINEL_PASSWORD")
+        # The send hand-off (sealed code + job) waits until this many replicas hold it (Redis WAIT),
+        # so a failover to a replica cannot lose an OTP answered 201; 0 = do not wait. Default: 1
+        # behind Sentinel (there is a replica to fail over to), else 0.
+        sentinel = self.REDIS_URL.lower().startswith("redis+sentinel://")
+        self.REDIS_MIN_REPLICAS = env_int("REDIS_MIN_REPLICAS", 1 if sentinel else 0, minimum=0)
+        self.REDIS_REPLICA_TIMEOUT = env_int("REDIS_REPLICA_TIMEOUT", 500, minimum=1)  # ms the WAIT may take
 
         self.WPOTP_PROVIDER = env_str("WPOTP_PROVIDER", "sandbox")
         if self.WPOTP_PROVIDER not in ("sandbox", "cloud_api", "gateway"):
@@ -360,8 +385,15 @@ class Config:
     # Flask reads these names from the config object.
     def as_flask_config(self) -> dict:
         cfg = {k: getattr(self, k) for k in dir(self) if k.isupper()}
+        from wpotp.redis_url import APP_POOL, limiter_storage  # here, not at the top: wpotp imports config
+
+        storage_uri, storage_options = limiter_storage(self.RATELIMIT_STORAGE_URI, self.REDIS_SENTINEL_PASSWORD,
+                                                       **APP_POOL)
         cfg.update(
-            SQLALCHEMY_ENGINE_OPTIONS=engine_options(self.SQLALCHEMY_DATABASE_URI),
+            SQLALCHEMY_ENGINE_OPTIONS=engine_options(self.SQLALCHEMY_DATABASE_URI, self.DATABASE_TRANSACTION_POOLING),
+            # A Sentinel URL becomes the form Flask-Limiter (`limits`) takes, plus options (redis_url.py).
+            RATELIMIT_STORAGE_URI=storage_uri,
+            RATELIMIT_STORAGE_OPTIONS=storage_options,
             RATELIMIT_STRATEGY="fixed-window",
             # wpotp sets RateLimit-* itself (wpotp/api/__init__.py) and Retry-After only on a 429.
             RATELIMIT_HEADERS_ENABLED=False,
@@ -403,7 +435,7 @@ class TestConfig(Config):
             setattr(self, key, value)
 
 
-def engine_options(url: str) -> dict:
+def engine_options(url: str, transaction_pooling: bool = False) -> dict:
     if url.startswith("sqlite"):
         # Writers wait for each other instead of failing with "database is locked". No cap on the
         # pool (pool_size=0): a thread holding the write lock may need a second connection (the
@@ -411,4 +443,12 @@ def engine_options(url: str) -> dict:
         # 16 threads could take them all waiting for that lock: every writer stalled until a
         # 30 s timeout (issue 18). SQLite connections are files; one per thread, two at most.
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": 0}
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_timeout": 30}
+    options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_timeout": 30}
+    if transaction_pooling:
+        # PgBouncer in transaction mode (before 1.21, or without max_prepared_statements) hands each
+        # transaction whichever server connection is free: a statement psycopg prepared on one is
+        # unknown on the next ("prepared statement _pg3_0 does not exist"). prepare_threshold=None:
+        # psycopg never prepares server-side. wpotp keeps no other session state (no SET, advisory
+        # lock, LISTEN or WITH HOLD cursor), so nothing else depends on keeping a server connection.
+        options["connect_args"] = {"prepare_threshold": None}
+    return options

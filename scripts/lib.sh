@@ -2,8 +2,9 @@
 
 redis_answers() {  # redis_answers URL
   .venv/bin/python - "$1" <<'PY' >/dev/null 2>&1
-import sys, redis
-redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+import sys
+from wpotp.redis_url import redis_from_url  # every URL form wpotp takes, Sentinel included
+redis_from_url(sys.argv[1], socket_connect_timeout=1, socket_timeout=2).ping()
 PY
 }
 
@@ -13,6 +14,10 @@ ensure_redis() {
   local url="$1" dir="$2"
   STARTED_REDIS_PID=""
   if redis_answers "$url"; then return 0; fi
+  if [[ "$url" == redis+sentinel://* ]]; then
+    echo "Redis behind Sentinel does not answer at $url (no sentinel names a reachable master)." >&2
+    return 1
+  fi
   if ! command -v redis-server >/dev/null 2>&1; then
     echo "Redis does not answer at $url and redis-server is not installed." >&2
     echo "Install it (Debian/Ubuntu: sudo apt-get install redis-server) or set REDIS_URL." >&2

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, delete, inspect, make_url, text
 
 from config import TestConfig
 from wpotp import create_app, upgrade_database
-from wpotp.extensions import db, limiter, redis_client
+from wpotp.extensions import db, init_limiter, redis_client
 from wpotp.logs import configure_logging
 from wpotp.models import Template
 from wpotp.otp.templates import seed_default_templates
@@ -188,7 +188,7 @@ def _restore(app: Flask, config: dict, extensions: dict) -> None:
     app.extensions["wpotp_redis"].close()
     redis_client.init_app(app)  # a fresh pool: RQ widens the socket timeout of a pool it is handed
     configure_logging(app)  # the `wpotp` logger's level is process-wide: the last app built set it
-    limiter.init_app(app)  # so is the limiter's storage (Flask-Limiter keeps one per Limiter)
+    init_limiter(app)  # so is the limiter's storage (Flask-Limiter keeps one per Limiter)
 
 
 @pytest.fixture(scope="session")

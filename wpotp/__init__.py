@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, ConfigError, provider_problems, sms_provider_problems
 
-from .extensions import csrf, db, limiter, login_manager, redis_client
+from .extensions import csrf, db, init_limiter, limiter, login_manager, redis_client
 from .logs import configure_logging, install_request_id
 from .settings import refresh_settings
 
@@ -37,7 +37,7 @@ def create_app(config: Config | None = None) -> Flask:
     db.init_app(app)
     login_manager.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    init_limiter(app)  # limiter.init_app, with this app's storage options only
     redis_client.init_app(app)
     from .jobs import port as queue_port
 

@@ -12,6 +12,7 @@ from rq import Queue
 from sqlalchemy import MetaData
 
 from .logs import TracedQueue
+from .redis_url import APP_POOL, app_redis
 
 # Stable constraint names so Alembic migrations read the same on SQLite and PostgreSQL.
 naming = {
@@ -34,6 +35,14 @@ def client_ip() -> str:
 
 limiter = Limiter(key_func=client_ip)
 
+
+def init_limiter(app: Flask) -> None:
+    """`limiter.init_app(app)`, without the storage options an earlier app of this process left:
+    Flask-Limiter merges each app's RATELIMIT_STORAGE_OPTIONS into its one Limiter's, so a
+    Sentinel app's options (redis_url.limiter_storage) would reach a later plain-Redis app."""
+    limiter._storage_options.clear()
+    limiter.init_app(app)
+
 QUEUE_NAMES = ("otp", "default", "webhooks")
 
 
@@ -41,9 +50,7 @@ class RedisHolder:
     """One Redis connection pool per app, reachable as `redis_client.conn`."""
 
     def init_app(self, app: Flask) -> None:
-        app.extensions["wpotp_redis"] = redis.Redis.from_url(
-            app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-        )
+        app.extensions["wpotp_redis"] = app_redis(app.config, **APP_POOL)  # any REDIS_URL form (redis_url.py)
 
     @property
     def conn(self) -> redis.Redis:

@@ -39,6 +39,8 @@ class ServiceSettings:
     fraud_block_seconds: int  # FRAUD_BLOCK_SECONDS, an app's own wins
     sms_provider: str = "sandbox"  # SMS_PROVIDER: where live keys' channel-sms sends go
     fallback_after: int = 30  # FALLBACK_AFTER_SECONDS, an app's own wins
+    redis_min_replicas: int = 0  # REDIS_MIN_REPLICAS: replicas that must hold a send's hand-off before its 201
+    redis_replica_timeout: int = 500  # REDIS_REPLICA_TIMEOUT: milliseconds they have to take it
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -57,7 +59,9 @@ class ServiceSettings:
                    fraud_conversion_window=int(config["FRAUD_CONVERSION_WINDOW"]),
                    fraud_block_seconds=int(config["FRAUD_BLOCK_SECONDS"]),
                    sms_provider=config.get("SMS_PROVIDER", "sandbox"),
-                   fallback_after=int(config.get("FALLBACK_AFTER_SECONDS", 30)))
+                   fallback_after=int(config.get("FALLBACK_AFTER_SECONDS", 30)),
+                   redis_min_replicas=int(config.get("REDIS_MIN_REPLICAS", 0)),
+                   redis_replica_timeout=int(config.get("REDIS_REPLICA_TIMEOUT", 500)))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:

@@ -24,3 +24,10 @@ def figures(record_property, request):
         print(f"{request.node.nodeid}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
 
     return note
+
+
+@pytest.fixture
+def postgresql_only(backend):
+    """Skip the test on SQLite: what it checks needs a server database several hosts share."""
+    if backend[0] != "postgresql":
+        pytest.skip("needs the PostgreSQL backend (TEST_DATABASE_URL); SQLite is one host's file")

@@ -24,6 +24,7 @@ from ..cache import EPOCH_KEY, note_epoch
 from ..errors import RateLimited
 from ..extensions import client_ip, limiter, redis_client
 from ..otp.limits import Window, budget_identifiers, hit_budget
+from ..redis_url import server_identity
 from .auth import api_limit_value, key_digest
 
 
@@ -64,8 +65,7 @@ def _epoch_rides() -> bool:
 
 
 def _server(conn) -> tuple:
-    kwargs = getattr(getattr(conn, "connection_pool", None), "connection_kwargs", None) or {}
-    return tuple(kwargs.get(name) for name in ("host", "port", "path", "db", "username")) if kwargs else (id(conn),)
+    return server_identity(conn)  # a Sentinel pool names its service and sentinels, not a host (redis_url.py)
 
 
 def measure_window() -> Window | None:

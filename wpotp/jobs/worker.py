@@ -43,7 +43,8 @@ from rq.scripts import release_lock
 from rq.timeouts import TimerDeathPenalty
 
 from .. import metrics
-from ..extensions import QUEUE_NAMES
+from ..extensions import QUEUE_NAMES, redis_client
+from ..redis_url import WORKER_POOL, app_redis, follow_failover
 from ..util import random_base62, settle_heap
 from . import watch_stop
 from .enqueue import hand_back, note_worker_alive, note_worker_gone
@@ -126,8 +127,7 @@ class ThreadWorker(Worker):
 
 def worker_connection(app: Flask) -> redis.Redis:
     """The RQ workers' own pool: long enough a socket timeout for a blocking dequeue."""
-    return redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=15,
-                                health_check_interval=30)
+    return app_redis(app.config, **WORKER_POOL)
 
 
 class WorkerProcess:
@@ -230,6 +230,10 @@ class WorkerProcess:
         killed or replaced worker's jobs; /readyz counts the processes)."""
         try:
             with self.app.app_context():
+                # Behind Sentinel: leave a master that a failover replaced within a beat, not when
+                # Sentinel gets round to demoting it (redis_url.py); a plain Redis: nothing to do.
+                follow_failover(self.connection)
+                follow_failover(redis_client.conn)
                 note_worker_alive(self.process_id, ALIVE_TTL, [w.name for w in self.workers.values()])
         except redis.RedisError:
             pass  # Redis away: the slots wait for it; the sweep cannot run meanwhile either

@@ -39,7 +39,6 @@ from functools import lru_cache
 import redis
 from flask import current_app
 from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import FraudBlocked
 from ..extensions import db, limiter, redis_client
 from ..models import App, Event, Otp
+from ..redis_url import single_server_storage
 from ..settings import settings
 from ..util import new_id, utcnow
 
@@ -203,7 +203,7 @@ def _conn() -> redis.Redis:
     """The send limits' Redis (RATELIMIT_STORAGE_URI): the guard's counters are rate limits too,
     and a send's checks then all fall before its commit, on the store they share."""
     storage = limiter.storage
-    return storage.get_connection() if type(storage) is RedisStorage else redis_client.conn
+    return storage.get_connection() if single_server_storage(storage) else redis_client.conn  # Sentinel: the master
 
 
 def _script(name: str, source: str):

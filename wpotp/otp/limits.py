@@ -21,12 +21,12 @@ from typing import NamedTuple
 
 from flask import current_app
 from limits import RateLimitItem, parse, parse_many
-from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from ..errors import RateLimited
 from ..extensions import limiter
 from ..models import App
+from ..redis_url import single_server_storage
 from ..settings import settings
 
 
@@ -92,7 +92,7 @@ def consume(limits: list[SendLimit]) -> None:
     """Count one send against each limit, or raise RateLimited without counting anything."""
     strategy = _strategy()
     storage = strategy.storage
-    if type(storage) is not RedisStorage:  # memory://, or a cluster (keys in different slots)
+    if not single_server_storage(storage):  # memory://, or a cluster (keys in different slots)
         return _consume_each(strategy, limits)
     script = _script("wpotp_acquire_all", _ACQUIRE_ALL)
     keys = [storage.prefixed_key(lim.item.key_for(*lim.identifiers)) for lim in limits]
@@ -179,7 +179,7 @@ def hit_budget(rule: str, identifiers: tuple[str, ...], epoch_key: str | None = 
     and, with `epoch_key`, that key's value read in the same round trip (None if unset)."""
     items = budget_rules(rule)
     storage = limiter.storage
-    if type(storage) is not RedisStorage:  # memory://, or a cluster (keys in different slots)
+    if not single_server_storage(storage):  # memory://, or a cluster (keys in different slots)
         return _hit_each(limiter.limiter, items, identifiers), None
     keys = [storage.prefixed_key(item.key_for(*identifiers)) for item in items]
     if epoch_key is not None:

@@ -31,6 +31,7 @@ from sqlalchemy import select, update
 from .. import metrics
 from ..extensions import db, get_queue, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, Event, Otp, OtpStatus
+from ..redis_url import follow_failover
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue, owe_deliveries
@@ -115,7 +116,7 @@ def rescue_stuck() -> tuple[int, int]:
     ).all()
     requeued = failed = 0
     conn = redis_client.conn
-    job_queue().ensure_drain()  # batched sends waiting with no drain job pending (even with SEND_BATCH now 0)
+    follow_failover(conn)  # a missing seal must be looked for on the master of now, not a replaced one
     for otp in stuck:
         if _send_pending(otp.id):
             continue
@@ -124,6 +125,11 @@ def rescue_stuck() -> tuple[int, int]:
             requeued += 1
         elif _fail(otp, "queue_lost: the send job and its code were lost before delivery"):
             failed += 1
+    # Batched sends waiting with no drain job pending (even with SEND_BATCH now 0). After the loop,
+    # not before: a drain job enqueued here and popped by a worker that has not started it yet is
+    # in no queue and not started, which _send_pending takes for dead; the loop would then queue
+    # its sends a second time while it sends them (seen after a Redis failover, issue 17).
+    job_queue().ensure_drain()
     return requeued, failed
 
 

@@ -8,6 +8,7 @@ guesses spend at most the budget, N parallel right guesses verify exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -34,6 +35,7 @@ from ..errors import (
 )
 from ..extensions import db, job_queue, redis_client
 from ..models import ACTIVE_STATUSES, ApiKey, App, Event, Otp, OtpStatus, WebhookAttempt, WebhookDelivery
+from ..redis_url import set_replicated
 from ..settings import settings
 from ..util import new_id, utcnow
 from ..webhooks.events import commit_and_queue
@@ -246,11 +248,16 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
     working). Any other error propagates (a 500, logged) with the committed row left as it is.
     """
     generation = otp.generation
+    replicas = settings().redis_min_replicas
     try:
-        # One round trip: the sealed code, the job and its bookkeeping go to Redis together.
+        if replicas:
+            _seal_on_replicas(otp, generation, code, replicas)
+        # One round trip: the sealed code (unless already on the replicas), the job and its
+        # bookkeeping go to Redis together.
         with redis_client.conn.pipeline() as pipe:
             pipe.multi()
-            pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
+            if not replicas:
+                pipe.set(seal_key(otp.id, generation), seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120)
             if fallback_in > 0:  # before the send: the send's replies stay last (after_hand_off reads them)
                 job_queue().schedule_fallback(otp.id, generation, fallback_in, pipeline=pipe)
             job_queue().hand_off_send(otp.id, generation, ttl=otp.ttl_seconds, pipeline=pipe)
@@ -262,6 +269,21 @@ def _hand_to_worker(otp: Otp | store.OtpView, code: str, revert_to: dict | None 
         job_queue().after_hand_off(replies)  # the batch path: a drain job, only if none is pending
     except QUEUE_OUTAGES:  # the send is in the list: the flag lapses and the sweep enqueues a drain
         log.warning("could not enqueue a drain job for a queued send (Redis unavailable); the sweep will")
+
+
+def _seal_on_replicas(otp: Otp | store.OtpView, generation: int, code: str, replicas: int) -> None:
+    """REDIS_MIN_REPLICAS: the sealed code is on that many replicas before the send is queued, so
+    a failover to one of them cannot lose an OTP answered 201 (a queued job it loses, the sweep
+    queues again: the code is what cannot be recovered). Nothing is queued yet when the replicas
+    fall short, so the undo is complete; the seal left on the master is taken back."""
+    key = seal_key(otp.id, generation)
+    try:
+        set_replicated(redis_client.conn, key, seal_code(otp.id, generation, code), ex=otp.ttl_seconds + 120,
+                       replicas=replicas, timeout_ms=settings().redis_replica_timeout)
+    except QUEUE_OUTAGES:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            redis_client.conn.delete(key)
+        raise
 
 
 def _undo_hand_off(otp: Otp | store.OtpView, generation: int, revert_to: dict | None) -> None:
