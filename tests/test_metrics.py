@@ -373,8 +373,9 @@ def test_two_gunicorn_workers_and_the_worker_process_add_up_exactly(served, api_
     for _ in range(3):
         one_send()
     # The real worker process sends them all (sandbox), and the sandbox's receipts.
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "wpotp", "worker", "--burst"], cwd=ROOT,
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "wpotp", "worker", "--burst"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert worker.wait(timeout=120) == 0
     for otp_id in sent[:2]:
         r = requests.post(f"{base}/v1/otp/{otp_id}/verify", headers=headers, json={"code": CODE}, timeout=10)
         assert r.status_code == 200, r.text
@@ -400,7 +401,9 @@ def test_two_gunicorn_workers_and_the_worker_process_add_up_exactly(served, api_
         assert value(after, "wpotp_worker_threads") == 0  # the burst worker has stopped: its live gauge is gone
     assert served_by_victim > 0
     writers = {path.stem.rpartition("-")[2] for path in directory.glob("counter_*.db")}
-    assert str(victim) in writers and len(writers) >= 4  # two workers, the replacement, the worker process
+    # The dead gunicorn worker's files and the worker process's are among those summed (the replacement
+    # writes one only if it happened to take a counted request).
+    assert {str(victim), str(worker.pid)} <= writers and len(writers) >= 3
 
 
 # --- the documents operators load: every metric they name exists ------------------------------------
