@@ -27,6 +27,7 @@ from flask import Flask, current_app, has_request_context, request, session
 from flask_babel import Babel, format_date, format_datetime, format_decimal, get_locale, get_timezone, ngettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from markupsafe import Markup
 
 from config import CONSOLE_LANGUAGES, valid_timezone
 
@@ -189,3 +190,9 @@ def init_babel(app: Flask) -> None:
         format_decimal=format_decimal, limit_words=limit_words, format_datetime=format_datetime,
     )
     app.jinja_env.filters["status_label"] = status_label
+    app.jinja_env.filters["data"] = data_text
+
+
+def data_text(value) -> Markup:
+    """A name the users chose (an app's, say) inside translated wording: marked translate="no"."""
+    return Markup('<span translate="no">%s</span>') % value

@@ -28,7 +28,7 @@ def account():
         return _page(form)
     if not form.validate():
         flash(_("Nothing was saved: correct the fields marked below."), "error")
-        return _page(form), 400
+        return _page(form, 400)
     wanted = {"language": form.language.data or None, "timezone": form.timezone.data or None}
     changes = {k: [getattr(current_user, k), v] for k, v in wanted.items() if getattr(current_user, k) != v}
     if changes:
