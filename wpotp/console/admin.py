@@ -33,6 +33,7 @@ from .forms import KeyForm, RoleForm, SandboxSendForm, SettingsForm, UserForm, W
 
 ONCE_TTL = 120  # seconds a one-time secret waits for the page that shows it
 AUDIT_PAGE = 50
+TEXT_SETTINGS = ("allowed_countries", "api_rate_limit", "recipient_rate_limit", "default_language")
 SETTINGS_FIELDS = ("otp_length", "otp_ttl", "max_attempts", "allowed_countries", "api_rate_limit",
                    "recipient_rate_limit", "daily_send_cap", "default_language")
 
@@ -220,6 +221,8 @@ def update_settings():
     changes = {}
     for name in SETTINGS_FIELDS:
         value = getattr(form, name).data
+        if value is None and name in TEXT_SETTINGS:  # a field left out of the POST: as if sent empty
+            value = ""
         if isinstance(value, str):
             value = value.strip() or (None if name in ("api_rate_limit", "recipient_rate_limit") else "")
         if getattr(app, name) != value:
