@@ -76,6 +76,15 @@ def local_time(value: datetime | None, fmt: str = "medium") -> str:
     return format_datetime(value, fmt) if value else ""
 
 
+def zoned_time(value: datetime | None, zone: str, fmt: str = "short") -> str:
+    """A naive-UTC datetime in the named zone (not the user's: the reports' range is the installation's)."""
+    if value is None:
+        return ""
+    from babel.dates import format_datetime as babel_datetime
+
+    return babel_datetime(value.replace(tzinfo=UTC), fmt, tzinfo=zoneinfo.ZoneInfo(zone), locale=language())
+
+
 def utc_label(value: datetime) -> str:
     """The same instant in UTC, for the tooltip: 2026-12-03 10:45:12 UTC."""
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -184,7 +193,8 @@ def init_babel(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, timezone_selector=select_timezone,
           default_translation_directories=str(TRANSLATIONS_DIR))
     app.jinja_env.globals.update(
-        local_time=local_time, utc_label=utc_label, parse_utc=parse_utc, format_number=format_number,
+        local_time=local_time, zoned_time=zoned_time, utc_label=utc_label, parse_utc=parse_utc,
+        format_number=format_number,
         format_percent=format_percent, country_name=country_name, page_language=language, zone_name=zone_name,
         language_names=LANGUAGE_NAMES, status_label=status_label, format_date=format_date,
         format_decimal=format_decimal, limit_words=limit_words, format_datetime=format_datetime,

@@ -194,8 +194,7 @@ def reports():
         "console/reports.html", report=report, figures=figures, picked=picked, values=values,
         intervals=list(INTERVALS), interval_labels=INTERVAL_LABELS, report_zone=str(zone),
         status_names={s.value: status_label(s.value) for s in OtpStatus},
-        range_from=to_local(picked.start, zone) if report else None,
-        range_to=to_local(picked.end, zone) if report else None,
+        range_from=picked.start, range_to=picked.end,
         csv_url=url_for("console.reports_csv", **values),
     ), 400 if picked.errors else 200
 
