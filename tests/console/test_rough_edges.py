@@ -202,3 +202,20 @@ def test_a_live_key_made_under_the_sandbox_provider_carries_a_warning(app, make_
         html = client.get("/console/keys").get_data(as_text=True)
         assert ('id="live-key-sandbox-warning"' in html) is provider_is_sandbox
         assert ("will not reach WhatsApp" in html) is provider_is_sandbox
+
+
+# --- the live log's date filters are days of the reader's zone ------------------------------------------------
+
+def test_the_live_logs_dates_are_days_of_the_readers_zone(app, admin, admin_user):
+    from wpotp.models import User
+
+    key = make_key(app)
+    late = seed_otps(app, key, 1, created_at=DAY + timedelta(hours=22, minutes=30))[0]  # 01:30 on the 11th in Istanbul
+    utc = admin.get("/console/otps", query_string={"from": "2026-03-10", "to": "2026-03-10"}).data.decode()
+    assert f"row-{late}" in utc
+    with app.app_context():
+        db.session.get(User, admin_user.id).timezone = "Europe/Istanbul"
+        db.session.commit()
+    same_day = admin.get("/console/otps", query_string={"from": "2026-03-10", "to": "2026-03-10"}).data.decode()
+    next_day = admin.get("/console/otps", query_string={"from": "2026-03-11", "to": "2026-03-11"}).data.decode()
+    assert f"row-{late}" not in same_day and f"row-{late}" in next_day

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, render_template, request, url_for
 from flask_babel import gettext as _
@@ -17,6 +18,7 @@ from sqlalchemy import and_, or_, select
 
 from ..errors import InvalidPhone, ValidationError
 from ..extensions import db
+from ..i18n import zone_name
 from ..models import Event, Otp, OtpStatus, SendAttempt, Template, VerifyAttempt, WebhookAttempt, WebhookDelivery
 from ..otp.phones import normalize_recipient
 from ..otp.queries import OtpFilter, decode_cursor, encode_cursor, filtered_otps, list_attempts, list_otps
@@ -78,10 +80,14 @@ def parse_log_query(source) -> LogQuery:
 
 
 def parse_day_or_time(raw: str, end: bool) -> datetime:
-    """A bound in UTC. A bare date as the end bound takes in that whole day."""
+    """A bound in UTC. A bare date is a day of the reader's time zone (the one the page shows
+    times in); as the end bound it takes in that whole day."""
     value = parse_iso(raw)
-    if end and len(raw) == 10:
-        value += timedelta(days=1)
+    if len(raw) == 10:
+        if end:
+            value += timedelta(days=1)
+        zone = ZoneInfo(zone_name())
+        value = value.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
     return value
 
 
