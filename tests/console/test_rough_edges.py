@@ -219,3 +219,15 @@ def test_the_live_logs_dates_are_days_of_the_readers_zone(app, admin, admin_user
     same_day = admin.get("/console/otps", query_string={"from": "2026-03-10", "to": "2026-03-10"}).data.decode()
     next_day = admin.get("/console/otps", query_string={"from": "2026-03-11", "to": "2026-03-11"}).data.decode()
     assert f"row-{late}" not in same_day and f"row-{late}" in next_day
+
+
+def test_the_live_log_shows_each_status_on_a_phone_without_scrolling_sideways(app, client, live_server,
+                                                                              logged_in_page):
+    key = make_key(app)
+    otp = send_otp(client, key, number(5), reference="order-1")
+    page = logged_in_page("viewer", viewport={"width": 390, "height": 844})
+    page.goto(live_server.url("/console/otps"))
+    badge = page.locator(f"#row-{otp['id']} .otp-status .badge")
+    box = badge.bounding_box()
+    assert box and box["x"] + box["width"] <= 390
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
