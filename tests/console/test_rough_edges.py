@@ -30,14 +30,23 @@ def post(client, path: str, **fields):
 
 # --- the users page on a phone -----------------------------------------------------------------------
 
-def test_the_users_page_fits_a_390_px_phone(app, live_server, logged_in_page):
+def test_the_users_and_audit_pages_fit_a_390_px_phone(app, live_server, logged_in_page):
     for i in range(3):
         create_user(app, f"someone.with.a.long.address{i}@example-company.com.tr", "viewer")
+    with app.app_context():
+        db.session.add(AuditEntry(actor="cli", action="settings.update", target="app_x",
+                                  details={"changes": {"allowed_countries": ["", "TR,DE,US,GB,FR,NL"]}}))
+        db.session.commit()
     for lang in ("en-US", "tr-TR"):
         page = logged_in_page("admin", viewport={"width": 390, "height": 844}, locale=lang)
-        page.goto(live_server.url("/console/users"))
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 0, (lang, overflow)
+        for path in ("/console/users", "/console/audit"):
+            page.goto(live_server.url(path))
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, (lang, path, overflow)
+            # Nothing of the table hides past the right edge: every cell's box ends on screen.
+            widest = page.evaluate("Math.max(...[...document.querySelectorAll('tbody td')].map("
+                                   "td => td.getBoundingClientRect().right))")
+            assert widest <= 390, (lang, path, widest)
 
 
 # --- rate limits in words, and a recipient with nothing left -------------------------------------------
