@@ -240,3 +240,17 @@ def test_the_live_log_shows_each_status_on_a_phone_without_scrolling_sideways(ap
     box = badge.bounding_box()
     assert box and box["x"] + box["width"] <= 390
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_form_errors_are_in_the_pages_language(app, admin):
+    turkish = {"Accept-Language": "tr-TR"}
+    token = form_token(admin)
+    answer = admin.post("/console/settings", headers=turkish, data={
+        "csrf_token": token, "otp_length": "", "otp_ttl": "5000", "max_attempts": "5", "default_language": "en",
+        "allowed_countries": "TR, XX"})
+    html = answer.get_data(as_text=True)
+    assert answer.status_code == 400
+    assert "Bu alan zorunludur." in html  # WTForms' own messages, from its Turkish catalogue
+    assert "Sayı 60 ile 900 arasında olmalıdır." in html
+    assert "ISO 3166 ülke kodu değil: XX." in html
+    assert "Hiçbir şey kaydedilmedi" in html and "This field is required" not in html
