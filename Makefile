@@ -28,7 +28,7 @@ bench: venv
 # then compile the .mo files the server reads (committed; tests/console/test_i18n.py checks both).
 translations: venv
 	$(VENV)/bin/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location --omit-header \
-		-o wpotp/translations/messages.pot .
+		-o wpotp/translations/messages.pot wpotp
 	$(VENV)/bin/pybabel update -i wpotp/translations/messages.pot -d wpotp/translations --ignore-obsolete \
 		--width 120
 	$(VENV)/bin/pybabel compile -d wpotp/translations
