@@ -156,13 +156,22 @@ def _local_days(app_id: str, start: datetime, end: datetime, zone: ZoneInfo) -> 
             local = to_local(parse_iso(bucket["start"]), zone)
             key = local.strftime("%Y-%m-%d")
             slot = days.setdefault(key, {"start": iso(to_utc(datetime.strptime(key, "%Y-%m-%d"), zone)),
-                                         "label": key, "total": 0,
-                                         "byStatus": dict.fromkeys(bucket["byStatus"], 0)})
-            slot["total"] += bucket["total"]
-            for status, n in bucket["byStatus"].items():
-                slot["byStatus"][status] += n
+                                         "label": key})
+            _add_counts(slot, bucket)
         at = upto
     return list(days.values())
+
+
+def _add_counts(into: dict, bucket: dict) -> None:
+    """Add a bucket's counts into `into`, whatever their nesting ("total", "byStatus", and any
+    other split wpotp/reports gives a bucket, such as per channel); its start and label stay."""
+    for name, value in bucket.items():
+        if name in ("start", "label"):
+            continue
+        if isinstance(value, dict):
+            _add_counts(into.setdefault(name, {}), value)
+        elif isinstance(value, int) and not isinstance(value, bool):  # counts; a rate would not add up
+            into[name] = into.get(name, 0) + value
 
 
 def delivery_figures(app_id: str, start: datetime, end: datetime) -> dict:
