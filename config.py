@@ -211,6 +211,22 @@ def secret_setting(name: str, instance_dir: Path, production: bool) -> str:
     return path.read_text().strip()
 
 
+CONSOLE_LANGUAGES = ("en", "tr")
+
+
+def valid_timezone(name: str) -> bool:
+    """True for an IANA zone name the system's (or tzdata's) database knows, like Europe/Istanbul."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 class Config:
     """Production and development settings. Build with `Config.from_env()`."""
 
@@ -302,6 +318,7 @@ class Config:
         if self.WEBHOOK_CA_BUNDLE and not Path(self.WEBHOOK_CA_BUNDLE).is_file():
             raise ConfigError(f"WEBHOOK_CA_BUNDLE must be a PEM file of CA certificates: {self.WEBHOOK_CA_BUNDLE!r}")
         self.WEBHOOK_RETRY_DELAYS = env_int_list("WEBHOOK_RETRY_DELAYS", "10,30,120,600,1800,3600,10800,21600,43200")
+        self.load_console()
         self.TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
         self.load_metrics()
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -317,6 +334,17 @@ class Config:
         self.METRICS_TOKEN = optional_secret("METRICS_TOKEN")
         if self.METRICS_TOKEN and len(self.METRICS_TOKEN) < 16:
             raise ConfigError("METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+
+    def load_console(self) -> None:
+        """The console's language and time zone defaults (SPEC §12; each user may choose their own)."""
+        self.CONSOLE_LANGUAGE = env_str("CONSOLE_LANGUAGE").replace("-", "_")
+        if self.CONSOLE_LANGUAGE not in ("", *CONSOLE_LANGUAGES):
+            raise ConfigError(f"CONSOLE_LANGUAGE must be one of {', '.join(CONSOLE_LANGUAGES)} "
+                              f"(or empty: from the browser), not {self.CONSOLE_LANGUAGE!r}")
+        self.CONSOLE_TIMEZONE = env_str("CONSOLE_TIMEZONE", "UTC")
+        if not valid_timezone(self.CONSOLE_TIMEZONE):
+            raise ConfigError(f"CONSOLE_TIMEZONE must be an IANA time zone such as Europe/Istanbul, "
+                              f"not {self.CONSOLE_TIMEZONE!r}")
 
     def load_fraud_guard(self) -> None:
         """The fraud guard against SMS pumping (docs/fraud.md); each app may override every threshold."""

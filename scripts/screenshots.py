@@ -1,11 +1,13 @@
-"""Screenshots of every console page, at desktop (1280x800) and phone (390x844) widths.
+"""Screenshots of every console page, at desktop (1280x800) and phone (390x844) widths, in English
+(<out>/) and Turkish (<out>/tr/).
 
     .venv/bin/python scripts/screenshots.py [--redis redis://127.0.0.1:6379/8] [--out docs/screenshots]
 
 Builds a throw-away instance (SQLite in a temp dir, the given Redis db, which it FLUSHES),
 seeds it through the real API and a real RQ worker (OTPs sent, delivered, verified, failed,
 webhook deliveries that succeed and fail), signs in a throw-away admin with Debian's
-Chromium, and saves <page>.png and <page>-phone.png. Pages not built yet are skipped.
+Chromium, and saves <page>.png and <page>-phone.png. The English admin's browser asks for en-US; the
+Turkish one's for tr-TR, and their account is set to Europe/Istanbul time. Pages not built yet are skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ADMIN_EMAIL, ADMIN_PASSWORD = "ops@example.com", "screenshots-only-password"
+TURKISH_EMAIL = "yonetici@example.com"
+LANGUAGES = (("en-US", ADMIN_EMAIL, ""), ("tr-TR", TURKISH_EMAIL, "tr"))
 RECIPIENTS = ["+90555111{:04d}", "+4915123{:06d}", "+1650253{:04d}", "+447911123{:03d}", "+551198765{:04d}"]
 
 
@@ -94,8 +98,11 @@ def seed(app, receiver_url: str) -> dict:
     with app.app_context():
         default, shop = App(name="default"), App(name="shop", otp_length=4, allowed_countries="TR,DE")
         db.session.add_all([default, shop])
-        for email, role in ((ADMIN_EMAIL, "admin"), ("support@example.com", "viewer"), ("cto@example.com", "admin")):
+        for email, role in ((ADMIN_EMAIL, "admin"), ("support@example.com", "viewer"), ("cto@example.com", "admin"),
+                            (TURKISH_EMAIL, "admin")):
             user = User(email=email, role=role)
+            if email == TURKISH_EMAIL:
+                user.timezone = "Europe/Istanbul"
             user.set_password(ADMIN_PASSWORD)
             db.session.add(user)
         db.session.commit()
@@ -105,6 +112,9 @@ def seed(app, receiver_url: str) -> dict:
         old.revoked_at = utcnow()
         configure_endpoint(default, receiver_url, [], allow_private=True)
         db.session.add(AuditEntry(actor="cli", action="webhook.set", target=default.id, details={"url": receiver_url}))
+        db.session.add(AuditEntry(actor=ADMIN_EMAIL, action="settings.update", target=default.id, ip="192.0.2.10",
+                                  details={"app": "default", "changes": {"otp_length": [6, 4],
+                                                                         "allowed_countries": ["", "TR,DE"]}}))
         db.session.commit()
 
     client = app.test_client()
@@ -161,11 +171,16 @@ def serve(app) -> tuple[str, object]:
 
 
 def pages(app, seeded: dict) -> list[tuple[str, str]]:
+    from datetime import timedelta
+
     from sqlalchemy import select
 
     from wpotp.extensions import db
     from wpotp.models import WebhookDelivery
+    from wpotp.util import utcnow
 
+    today = utcnow().date()
+    week_ago = today - timedelta(days=6)
     with app.app_context():
         delivery = db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.attempts > 0)
                                       .order_by(WebhookDelivery.last_status_code.desc())).first()
@@ -177,6 +192,7 @@ def pages(app, seeded: dict) -> list[tuple[str, str]]:
         ("attempts", "console.attempts", "/console/attempts"),
         ("rate-limits", "console.rate_limits", "/console/rate-limits"),
         ("reports", "console.reports", "/console/reports"),
+        ("reports-hourly", "console.reports", f"/console/reports?interval=hour&from={week_ago}&to={today}"),
         ("templates", "console.templates", "/console/templates"),
         ("webhooks", "console.webhooks", "/console/webhooks"),
         ("webhook-delivery", "console.webhook_delivery",
@@ -186,6 +202,7 @@ def pages(app, seeded: dict) -> list[tuple[str, str]]:
         ("sandbox", "console.sandbox", "/console/sandbox"),
         ("users", "console.users", "/console/users"),
         ("audit", "console.audit", "/console/audit"),
+        ("account", "console.account", "/console/account"),
     ]
     return [(name, path) for name, endpoint, path in wanted if path and endpoint in app.view_functions]
 
@@ -196,25 +213,34 @@ def shoot(base: str, targets: list[tuple[str, str]], out: Path) -> list[Path]:
     saved = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for suffix, viewport in (("", {"width": 1280, "height": 800}), ("-phone", {"width": 390, "height": 844})):
-            context = browser.new_context(viewport=viewport, device_scale_factor=1)
-            page = context.new_page()
-            page.goto(base + "/console/login")
-            page.screenshot(path=out / f"login{suffix}.png", full_page=True)
-            saved.append(out / f"login{suffix}.png")
-            page.fill("input[name=email]", ADMIN_EMAIL)
-            page.fill("input[name=password]", ADMIN_PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_selector(".who-email", state="attached")
-            for name, path in targets:
-                page.goto(base + path)
-                page.wait_for_load_state("networkidle")
-                page.wait_for_timeout(400)  # let chart animations settle before the picture
-                target = out / f"{name}{suffix}.png"
-                page.screenshot(path=target, full_page=True)
-                saved.append(target)
-            context.close()
+        for locale, email, folder in LANGUAGES:
+            where = out / folder if folder else out
+            where.mkdir(parents=True, exist_ok=True)
+            for suffix, viewport in (("", {"width": 1280, "height": 800}), ("-phone", {"width": 390, "height": 844})):
+                saved += shoot_one(browser, base, targets, where, suffix, viewport, locale, email)
         browser.close()
+    return saved
+
+
+def shoot_one(browser, base, targets, where: Path, suffix: str, viewport: dict, locale: str, email: str) -> list:
+    saved = []
+    context = browser.new_context(viewport=viewport, device_scale_factor=1, locale=locale)
+    page = context.new_page()
+    page.goto(base + "/console/login")
+    page.screenshot(path=where / f"login{suffix}.png", full_page=True)
+    saved.append(where / f"login{suffix}.png")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", ADMIN_PASSWORD)
+    page.click("form:has(input[name=password]) button[type=submit]")
+    page.wait_for_selector(".who-email", state="attached")
+    for name, path in targets:
+        page.goto(base + path)
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(400)  # let chart animations settle before the picture
+        target = where / f"{name}{suffix}.png"
+        page.screenshot(path=target, full_page=True)
+        saved.append(target)
+    context.close()
     return saved
 
 

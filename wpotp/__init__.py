@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config, ConfigError, provider_problems, sms_provider_problems
 
 from .extensions import csrf, db, init_limiter, limiter, login_manager, redis_client
+from .i18n import init_babel
 from .logs import configure_logging, install_request_id
 from .settings import refresh_settings
 
@@ -36,6 +37,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.before_request(refuse_long_streams)  # before anything (the limiter, for Wawp) reads the body
     db.init_app(app)
     login_manager.init_app(app)
+    init_babel(app)  # the console's languages and time zones (wpotp/i18n.py)
     csrf.init_app(app)
     init_limiter(app)  # limiter.init_app, with this app's storage options only
     redis_client.init_app(app)

@@ -347,6 +347,10 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16))  # "admin" or "viewer"
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The console's language ("en", "tr") and IANA time zone for this user; NULL: from the
+    # browser / CONSOLE_LANGUAGE, and CONSOLE_TIMEZONE (wpotp/i18n.py).
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password, method=password_hash_method())

@@ -60,7 +60,7 @@ def test_an_unblock_needs_the_csrf_token_and_an_admin(app, client, console_clien
     page = viewer.get("/console/fraud")
     assert page.status_code == 200 and "+90 55511" in page.get_data(as_text=True)
     assert re.findall(r'<form method="post" action="([^"]+)"', page.get_data(as_text=True)) == \
-        ["/console/app", "/console/logout"]
+        ["/console/app", "/console/language", "/console/logout"]  # the language switch is every user's own
     assert viewer.post("/console/fraud/unblock", data={"csrf_token": form_token(viewer),
                                                        "member": "p:9055511"}).status_code == 403
     admin = console_client(admin_user)

@@ -170,8 +170,9 @@ def test_the_rate_limits_page_lists_the_limits_and_finds_a_recipient(app, client
     page = logged_in_page("viewer")
     page.goto(live_server.url("/console/rate-limits"))
     daily = page.inner_text("#limits tr.limit-app_daily")
-    assert "500 per 1 day" in daily and "497" in daily
-    assert "5/15minutes;10/day" in page.inner_text("#limits dl")
+    assert "500 per day" in daily and "497" in daily  # rules in words (issue 16), never 500/day
+    assert "5 per 15 minutes, 10 per day" in page.inner_text("#limits dl")
+    assert "5/15minutes;10/day" not in page.inner_text("#limits")
     top = page.inner_text("#top-consumers")
     assert top.index(number(42)) < top.index(number(43))
 
@@ -181,7 +182,7 @@ def test_the_rate_limits_page_lists_the_limits_and_finds_a_recipient(app, client
     limits = page.locator("#recipient-limits tr.limit-recipient").all_inner_texts()
     assert len(limits) == 2
     assert "5 per 15 minute" in limits[0] and "\t3\t" in limits[0]
-    assert "10 per 1 day" in limits[1] and "\t8\t" in limits[1]
+    assert "10 per day" in limits[1] and "\t8\t" in limits[1]
     assert page.inner_text("#searched-recipient") == number(42)
 
 

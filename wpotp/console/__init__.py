@@ -14,7 +14,7 @@ from flask import Blueprint
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
-from . import admin, auth, fraud, sms_texts  # noqa: E402,F401  (routes register on bp)
+from . import account, admin, auth, fraud, sms_texts  # noqa: E402,F401  (routes register on bp)
 
 _OPTIONAL_PAGES = ("overview", "otps", "reports")
 
@@ -37,6 +37,7 @@ if not _loaded["overview"]:
     def overview():
         """Stands in until overview.py exists: `/` and the logo link here."""
         from flask import render_template
+        from flask_babel import gettext as _
 
-        return render_template("console/error.html", title="Overview",
-                               message="The overview page is not built yet.", status=200)
+        return render_template("console/error.html", title=_("Overview"),
+                               message=_("The overview page is not built yet."), status=200)

@@ -12,12 +12,14 @@ import json
 import secrets
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import and_, func, select, update
 
 from ..cache import bump_epoch
 from ..cli import issue_key
 from ..extensions import db, redis_client
+from ..i18n import status_label
 from ..models import ApiKey, AuditEntry, Event, Template, User, WebhookAttempt, WebhookDelivery
 from ..providers.sandbox import read_outbox
 from ..providers.sms_sandbox import read_sms_outbox
@@ -27,10 +29,11 @@ from ..webhooks.events import DEFAULT_EVENTS
 from . import bp
 from .audit import audit
 from .auth import admin_required, current_console_app
-from .forms import AutofillForm, KeyForm, RoleForm, SettingsForm, UserForm, WebhookForm
+from .forms import AutofillForm, KeyForm, RoleForm, SandboxSendForm, SettingsForm, UserForm, WebhookForm
 
 ONCE_TTL = 120  # seconds a one-time secret waits for the page that shows it
 AUDIT_PAGE = 50
+TEXT_SETTINGS = ("allowed_countries", "api_rate_limit", "recipient_rate_limit", "default_language")
 SETTINGS_FIELDS = ("otp_length", "otp_ttl", "max_attempts", "allowed_countries", "api_rate_limit",
                    "recipient_rate_limit", "daily_send_cap", "default_language", "fallback_after_seconds",
                    "retention_days")
@@ -65,7 +68,8 @@ def keys():
     app = current_console_app()
     rows = db.session.scalars(select(ApiKey).where(ApiKey.app_id == app.id)
                               .order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc())).all()
-    return render_template("console/keys.html", keys=rows, form=KeyForm(), created=take_once("key"))
+    return render_template("console/keys.html", keys=rows, form=KeyForm(), created=take_once("key"),
+                           sandbox_provider=current_app.config["WPOTP_PROVIDER"] == "sandbox")
 
 
 @bp.post("/keys")
@@ -73,7 +77,8 @@ def keys():
 def create_key():
     form = KeyForm()
     if not form.validate():
-        flash("The key was not created: " + "; ".join(e for errs in form.errors.values() for e in errs), "error")
+        flash(_("The key was not created: %(errors)s", errors="; ".join(str(e) for errs in form.errors.values()
+                                                                       for e in errs)), "error")
         return redirect(url_for("console.keys"))
     app = current_console_app()
     key, secret = issue_key(app, form.mode.data, form.name.data.strip())
@@ -91,7 +96,7 @@ def revoke_key(key_id: str):
         key.revoked_at = utcnow()
         audit("key.revoke", key.id, name=key.name, prefix=key.prefix)
         db.session.commit()
-        flash(f"Key {key.prefix}… is revoked: calls with it now get 401.", "success")
+        flash(_("Key %(prefix)s… is revoked: calls with it now get 401.", prefix=key.prefix), "success")
     return redirect(url_for("console.keys"))
 
 
@@ -112,7 +117,7 @@ def create_user():
         email = form.email.data.strip().lower()
         if db.session.scalars(select(User).where(User.email == email)).first() is None:
             return _add_user(email, form.role.data, form.password.data)
-        form.email.errors.append("A user with this email exists already.")
+        form.email.errors.append(_("A user with this email exists already."))
     rows = db.session.scalars(select(User).order_by(User.email)).all()
     return render_template("console/users.html", users=rows, form=form, role_form=RoleForm(), created=None), 400
 
@@ -129,7 +134,7 @@ def _add_user(email: str, role: str, password: str | None):
     if generated:
         show_once("password", {"email": email, "secret": password})
     else:
-        flash(f"Created {role} {email}.", "success")
+        flash(_("Created %(role)s %(email)s.", role=status_label(role), email=email), "success")
     return redirect(url_for("console.users"))
 
 
@@ -148,12 +153,12 @@ def user_role(user_id: str):
     if old == form.role.data:
         return redirect(url_for("console.users"))
     if old == "admin" and _admins() <= 1:
-        flash(f"{user.email} is the last admin: make another admin first.", "error")
+        flash(_("%(email)s is the last admin: make another admin first.", email=user.email), "error")
         return redirect(url_for("console.users"))
     user.role = form.role.data
     audit("user.role", user.id, email=user.email, old=old, new=user.role)
     db.session.commit()
-    flash(f"{user.email} is now {user.role}.", "success")
+    flash(_("%(email)s is now %(role)s.", email=user.email, role=status_label(user.role)), "success")
     return redirect(url_for("console.users"))
 
 
@@ -162,16 +167,16 @@ def user_role(user_id: str):
 def delete_user(user_id: str):
     user = db.session.get(User, user_id[:40]) or abort(404)
     if user.id == current_user.id:
-        flash("You cannot delete yourself: ask another admin.", "error")
+        flash(_("You cannot delete yourself: ask another admin."), "error")
     elif user.role == "admin" and _admins() <= 1:
-        flash(f"{user.email} is the last admin and cannot be deleted.", "error")
+        flash(_("%(email)s is the last admin and cannot be deleted.", email=user.email), "error")
     else:
         # The audit trail keeps the email in `actor`; only the link to the row goes.
         db.session.execute(update(AuditEntry).where(AuditEntry.user_id == user.id).values(user_id=None))
         audit("user.delete", user.id, email=user.email, role=user.role)
         db.session.delete(user)
         db.session.commit()
-        flash(f"Deleted {user.email}.", "success")
+        flash(_("Deleted %(email)s.", email=user.email), "success")
     return redirect(url_for("console.users"))
 
 
@@ -247,12 +252,14 @@ def update_autofill():
 def update_settings():
     app = current_console_app()
     form = SettingsForm()
-    if not form.validate():
-        flash("Nothing was saved: correct the fields marked below.", "error")
+    if not form.validate() or not _language_has_template(form):
+        flash(_("Nothing was saved: correct the fields marked below."), "error")
         return render_template("console/settings.html", form=form, app=app, autofill=AutofillForm(obj=app)), 400
     changes = {}
     for name in SETTINGS_FIELDS:
         value = getattr(form, name).data
+        if value is None and name in TEXT_SETTINGS:  # a field left out of the POST: as if sent empty
+            value = ""
         if isinstance(value, str):
             value = value.strip() or (None if name in ("api_rate_limit", "recipient_rate_limit") else "")
         if getattr(app, name) != value:
@@ -262,20 +269,72 @@ def update_settings():
         audit("settings.update", app.id, app=app.name, changes=changes)
         db.session.commit()
         bump_epoch()  # every process serves the new settings from its next request
-        flash(f"Saved {len(changes)} setting(s) of {app.name}.", "success")
+        flash(_("Saved %(num)s setting(s) of %(name)s.", num=len(changes), name=app.name), "success")
     else:
-        flash("Nothing changed.", "info")
+        flash(_("Nothing changed."), "info")
     return redirect(url_for("console.settings"))
+
+
+def _language_has_template(form: SettingsForm) -> bool:
+    """The default language must have an approved OTP template: else every send that names no
+    language would fail with TEMPLATE_NOT_FOUND. Adds the field's error and answers False if not."""
+    wanted = (form.default_language.data or "").strip()
+    approved = db.session.scalars(select(Template.language).where(Template.status == "APPROVED",
+                                                            Template.category == "AUTHENTICATION").distinct()).all()
+    if wanted in approved:
+        return True
+    same_base = sorted(lang for lang in approved if lang.split("_")[0] == wanted.split("_")[0])
+    message = _("No approved OTP template is in %(language)s: sends that name no language would fail. "
+                "Approved languages: %(approved)s.", language=wanted, approved=", ".join(sorted(approved)) or "—")
+    if same_base:
+        message += " " + _("Did you mean %(languages)s?", languages=", ".join(same_base))
+    form.default_language.errors = [*form.default_language.errors, message]
+    return False
 
 
 # Sandbox outbox -----------------------------------------------------------------------------
 
 @bp.get("/sandbox")
 def sandbox():
+    return _sandbox_page(SandboxSendForm())
+
+
+def _sandbox_page(form: SandboxSendForm, status: int = 200):
     app = current_console_app()
     both = sorted(read_outbox(limit=500) + read_sms_outbox(limit=500), key=lambda r: r["createdAt"], reverse=True)
     rows = [r for r in both if r.get("appId") == app.id][:100]
-    return render_template("console/sandbox.html", messages=rows, app=app)
+    return render_template("console/sandbox.html", messages=rows, app=app, send_form=form), status
+
+
+@bp.post("/sandbox/send")
+@admin_required
+def sandbox_send():
+    """Send a test OTP from the console: the service's own send, with the app's newest active test
+    key, so it is rate-limited, fraud-guarded and logged as any API send is."""
+    from ..errors import WpotpError
+    from ..otp.service import SendRequest, send_otp
+
+    form = SandboxSendForm()
+    if not form.validate():
+        return _sandbox_page(form, 400)
+    app = current_console_app()
+    key = db.session.scalars(select(ApiKey).where(ApiKey.app_id == app.id, ApiKey.mode == "test",
+                                                  ApiKey.revoked_at.is_(None))
+                             .order_by(ApiKey.created_at.desc())).first()
+    if key is None:
+        form.recipient.errors.append(_("This app has no active test key: create one on the API keys page first."))
+        return _sandbox_page(form, 400)
+    try:
+        otp, _created = send_otp(app, key, SendRequest(recipient=form.recipient.data.strip(),
+                                                       channel=form.channel.data))
+    except WpotpError as exc:
+        db.session.rollback()
+        form.recipient.errors.append(_("Not sent: %(reason)s", reason=exc.message))
+        return _sandbox_page(form, 400)
+    audit("sandbox.send", otp.id, key=key.id, channel=form.channel.data)
+    db.session.commit()
+    flash(_("Test OTP %(id)s queued: its code shows here in a moment.", id=otp.id), "success")
+    return redirect(url_for("console.sandbox"))
 
 
 # Templates ----------------------------------------------------------------------------------
@@ -302,7 +361,7 @@ def sync_templates_now():
 
     problems = sync_problems(current_app.config)
     if problems:
-        flash("Cannot sync: " + "; ".join(problems) + ".", "error")
+        flash(_("Cannot sync: %(problems)s.", problems="; ".join(problems)), "error")
         return redirect(url_for("console.templates"))
     try:
         counts = sync_templates()
@@ -310,11 +369,11 @@ def sync_templates_now():
         db.session.rollback()
         audit("templates.sync", None, ok=False, error=exc.message[:300])
         db.session.commit()
-        flash(f"Sync failed: {exc.message}", "error")
+        flash(_("Sync failed: %(error)s", error=exc.message), "error")
         return redirect(url_for("console.templates"))
     audit("templates.sync", None, ok=True, **counts)
     db.session.commit()
-    flash("Synced from WhatsApp: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".", "success")
+    flash(_("Synced from WhatsApp: %(counts)s.", counts=", ".join(f"{v} {k}" for k, v in counts.items())), "success")
     return redirect(url_for("console.templates"))
 
 
@@ -359,7 +418,7 @@ def set_webhook():
     bump_epoch()
     if secret:
         show_once("webhook_secret", {"secret": secret})
-    flash(f"Webhook endpoint saved: {endpoint.url}.", "success")
+    flash(_("Webhook endpoint saved: %(url)s.", url=endpoint.url), "success")
     return redirect(url_for("console.webhooks"))
 
 
@@ -369,7 +428,7 @@ def rotate_webhook_secret():
     app = current_console_app()
     endpoint = find_endpoint(app)
     if endpoint is None:
-        flash("Set an endpoint first.", "error")
+        flash(_("Set an endpoint first."), "error")
         return redirect(url_for("console.webhooks"))
     secret = rotate_secret(endpoint)
     audit("webhook.rotate", app.id, prefix=endpoint.secret_prefix)
@@ -398,11 +457,11 @@ def redeliver_webhook(delivery_id: str):
     try:
         fresh = redeliver(event)
     except ValueError as exc:
-        flash(f"Not redelivered: {exc}.", "error")
+        flash(_("Not redelivered: %(reason)s.", reason=str(exc)), "error")
         return redirect(url_for("console.webhooks"))
     audit("webhook.redeliver", event.id, delivery=fresh.id, previous=delivery.id, event_type=event.type)
     db.session.commit()
-    flash(f"Queued a new delivery of {event.type} ({event.id}).", "success")
+    flash(_("Queued a new delivery of %(type)s (%(id)s).", type=event.type, id=event.id), "success")
     return redirect(url_for("console.webhook_delivery", delivery_id=fresh.id))
 
 

@@ -17,6 +17,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError
@@ -25,12 +26,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db, limiter
+from ..i18n import limit_words
 from ..models import App, User, password_hash_method
 from . import bp
-from .audit import audit
+from .audit import action_label, audit, readable_details
 from .forms import LoginForm
 
-PUBLIC_ENDPOINTS = {"console.login"}
+PUBLIC_ENDPOINTS = {"console.login", "console.set_language"}
 SESSION_APP = "console_app_id"
 
 CONTENT_SECURITY_POLICY = (
@@ -70,7 +72,7 @@ def admin_required(view):
         if not current_user.is_authenticated:
             return _to_login()
         if current_user.role != "admin":
-            return error_page(403, "Admins only", "Your role is viewer: this action needs an admin.")
+            return error_page(403, _("Admins only"), _("Your role is viewer: this action needs an admin."))
         return view(*args, **kwargs)
 
     return wrapper
@@ -132,6 +134,16 @@ def has_endpoint(name: str) -> bool:
     return name in current_app.view_functions
 
 
+@bp.app_template_global()
+def audit_action_label(action: str) -> str:
+    return action_label(action)
+
+
+@bp.app_template_global()
+def audit_details(details: dict | None) -> list[tuple[str, str]]:
+    return readable_details(details)
+
+
 @bp.context_processor
 def console_context() -> dict:
     if not current_user.is_authenticated:
@@ -173,7 +185,7 @@ def login():
             return redirect(next_url or url_for("console.overview"))
         audit("login_failed", None, email=email[:254])
         db.session.commit()
-        form.password.errors.append("Wrong email or password.")
+        form.password.errors.append(_("Wrong email or password."))
         return render_template("console/login.html", form=form, next_url=next_url), 401
     return render_template("console/login.html", form=form, next_url=next_url)
 
@@ -184,7 +196,7 @@ def logout():
     db.session.commit()
     logout_user()
     session.clear()
-    flash("You are signed out.", "info")
+    flash(_("You are signed out."), "info")
     return redirect(url_for("console.login"))
 
 
@@ -193,9 +205,9 @@ def switch_app():
     """The header's app switcher (admins and viewers): remembered in the session."""
     chosen = db.session.get(App, request.form.get("app_id", "")[:40])
     if chosen is None:
-        return error_page(404, "No such app", "That app does not exist.")
+        return error_page(404, _("No such app"), _("That app does not exist."))
     session[SESSION_APP] = chosen.id
-    flash(f"Now looking at app {chosen.name}.", "info")
+    flash(_("Now looking at app %(name)s.", name=chosen.name), "info")
     return redirect(safe_next(request.form.get("next")) or url_for("console.overview"))
 
 
@@ -203,16 +215,37 @@ def switch_app():
 def too_many_logins(exc: RateLimitExceeded):
     current = limiter.current_limit
     retry = max(1, int(current.reset_at - time.time()) + 1) if current else 60
-    message = f"Too many sign-in attempts from your address ({exc.limit.limit}). Try again in {retry} seconds."
-    return error_page(429, "Too many attempts", message, {"Retry-After": str(retry)})
+    message = _("Too many sign-in attempts from your address (%(limit)s). Try again in %(seconds)s seconds.",
+                limit=limit_words(str(exc.limit.limit)), seconds=retry)
+    return error_page(429, _("Too many attempts"), message, {"Retry-After": str(retry)})
 
 
 @bp.errorhandler(CSRFError)
 def csrf_refused(exc: CSRFError):
-    return error_page(400, "Form refused",
-                      f"{exc.description} Reload the page and submit the form again.")
+    return error_page(400, _("Form refused"),
+                      _("The form's security token is missing or out of date. Reload the page and submit the form "
+                        "again."))
 
 
 @bp.errorhandler(HTTPException)
 def http_error(exc: HTTPException):
-    return error_page(exc.code or 500, exc.name, exc.description or "")
+    title, message = http_error_text(exc)
+    return error_page(exc.code or 500, title, message)
+
+
+def http_error_text(exc: HTTPException) -> tuple[str, str]:
+    """An HTTP error's title and explanation in the page's language (werkzeug's are English)."""
+    known = {
+        400: (_("Bad request"), _("The request could not be understood. Go back and try again.")),
+        403: (_("Forbidden"), _("You may not open this page.")),
+        404: (_("Not found"), _("There is nothing at this address. It may have been deleted, or the link is "
+                                 "mistyped.")),
+        405: (_("Method not allowed"), _("This page cannot be used that way.")),
+        413: (_("Too large"), _("What was sent is too large.")),
+        429: (_("Too many requests"), _("Too many requests: wait a moment and try again.")),
+    }
+    if exc.code in known:
+        return known[exc.code]
+    if exc.code and exc.code >= 500:
+        return _("Server error"), _("Something went wrong on the server. Try again in a moment.")
+    return exc.name, exc.description or ""

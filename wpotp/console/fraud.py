@@ -5,6 +5,7 @@ audit-logged, then a redirect (as admin.py's pages)."""
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from ..cache import bump_epoch
@@ -45,7 +46,7 @@ def fraud_guard():
 def fraud_guard_settings():
     form = FraudForm()
     if not form.validate():
-        flash("Nothing was saved: correct the fields marked below.", "error")
+        flash(_("Nothing was saved: correct the fields marked below."), "error")
         return _page(form, 400)
     app = current_console_app()
     changes = _apply(app, form)
@@ -53,9 +54,9 @@ def fraud_guard_settings():
         audit("fraud.settings", app.id, app=app.name, changes=changes)
         db.session.commit()
         bump_epoch()  # every process guards with the new settings from its next request
-        flash(f"Saved {len(changes)} fraud guard setting(s) of {app.name}.", "success")
+        flash(_("Saved %(num)s fraud guard setting(s) of %(name)s.", num=len(changes), name=app.name), "success")
     else:
-        flash("Nothing changed.", "info")
+        flash(_("Nothing changed."), "info")
     return redirect(url_for("console.fraud_guard"))
 
 
@@ -80,14 +81,14 @@ def fraud_guard_unblock():
     form = UnblockForm()
     app = current_console_app()
     if not form.validate():
-        flash("Not unblocked: that is not a block.", "error")
+        flash(_("Not unblocked: that is not a block."), "error")
         return redirect(url_for("console.fraud_guard"))
     member = form.member.data
     label = fraud.Block(member, 0).label
     if fraud.unblock(app, member):
         audit("fraud.unblock", app.id, app=app.name, block=member, label=label)
         db.session.commit()
-        flash(f"Unblocked {label}: sends to it are let through again.", "success")
+        flash(_("Unblocked %(label)s: sends to it are let through again.", label=label), "success")
     else:
-        flash(f"{label} was not blocked (any more).", "info")
+        flash(_("%(label)s was not blocked (any more).", label=label), "info")
     return redirect(url_for("console.fraud_guard"))

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, render_template, request, url_for
+from flask_babel import gettext as _
 from sqlalchemy import and_, or_, select
 
 from ..errors import InvalidPhone, ValidationError
 from ..extensions import db
+from ..i18n import zone_name
 from ..models import Event, Otp, OtpStatus, SendAttempt, Template, VerifyAttempt, WebhookAttempt, WebhookDelivery
 from ..otp.phones import normalize_recipient
 from ..otp.queries import OtpFilter, decode_cursor, encode_cursor, filtered_otps, list_attempts, list_otps
@@ -26,6 +29,7 @@ from .auth import current_console_app
 
 PAGE_SIZE = 50
 LIVE_BATCH = 100
+WATCH_LIMIT = 200  # rows shown whose status a poll follows (static/js/otps.js MAX_WATCHED)
 # A row is written with its created_at a moment before its transaction commits. The live poll
 # leaves the newest second alone so a row that commits late is still picked up on a later poll
 # instead of falling behind a newer row that was already shown.
@@ -57,29 +61,33 @@ def parse_log_query(source) -> LogQuery:
         if status in OtpStatus.__members__:
             query.flt.status = status
         else:
-            query.errors["status"] = "unknown status"
+            query.errors["status"] = _("unknown status")
     if args.get("recipient"):
         try:
             query.flt.recipient = normalize_recipient(args["recipient"])[0]
         except InvalidPhone:
-            query.errors["recipient"] = "expected an E.164 number, like +905551112233"
+            query.errors["recipient"] = _("expected an E.164 number, like +905551112233")
     query.flt.reference = args.get("reference") or None
     for name in ("from", "to"):
         if args.get(name):
             try:
                 bound = parse_day_or_time(args[name], end=name == "to")
             except ValueError:
-                query.errors[name] = "expected a date (YYYY-MM-DD) or an ISO-8601 time"
+                query.errors[name] = _("expected a date (YYYY-MM-DD) or an ISO-8601 time")
                 continue
             setattr(query.flt, "created_from" if name == "from" else "created_to", bound)
     return query
 
 
 def parse_day_or_time(raw: str, end: bool) -> datetime:
-    """A bound in UTC. A bare date as the end bound takes in that whole day."""
+    """A bound in UTC. A bare date is a day of the reader's time zone (the one the page shows
+    times in); as the end bound it takes in that whole day."""
     value = parse_iso(raw)
-    if end and len(raw) == 10:
-        value += timedelta(days=1)
+    if len(raw) == 10:
+        if end:
+            value += timedelta(days=1)
+        zone = ZoneInfo(zone_name())
+        value = value.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -125,7 +133,7 @@ def otps():
         try:
             rows, next_cursor = list_otps(app.id, flt, PAGE_SIZE, cursor)
         except ValidationError:
-            query.errors["cursor"] = "this page link is out of date; start again from the newest"
+            query.errors["cursor"] = _("this page link is out of date; start again from the newest")
     return render_template(
         "console/otps.html", rows=rows, query=query, statuses=list(OtpStatus), first_page=first_page,
         live=first_page and not query.errors, after=live_cursor(rows[0] if rows else None, settled),
@@ -151,7 +159,30 @@ def otp_rows():
     # A full batch may leave more rows: the next poll goes on from its newest, not from `until`.
     full = len(rows) == LIVE_BATCH
     marker = encode_cursor(rows[0].created_at, rows[0].id) if full else live_cursor(rows[0] if rows else None, until)
-    return render_template("console/_otp_rows.html", rows=rows, after=marker, oob=True)
+    changed = moved_otps(app.id, parse_shown(request.args.get("shown", "")))
+    return render_template("console/_otp_rows.html", rows=rows, after=marker, oob=True, changed=changed)
+
+
+def parse_shown(raw: str) -> dict[str, str]:
+    """The poll's `shown`: "otp_id:STATUS:attempts,..." of the rows on the page that may still
+    change -> {otp id: "STATUS:attempts"}. At most WATCH_LIMIT; anything malformed is skipped."""
+    shown: dict[str, str] = {}
+    for item in raw[:WATCH_LIMIT * 64].split(","):
+        otp_id, _, state = item.partition(":")
+        if OTP_ID.match(otp_id) and len(state) <= 24:
+            shown[otp_id] = state
+        if len(shown) >= WATCH_LIMIT:
+            break
+    return shown
+
+
+def moved_otps(app_id: str, shown: dict[str, str]) -> list[Otp]:
+    """The rows of `shown` (this app's only) whose status or attempts differ from what the page
+    shows: one query, whatever their number (none when nothing is watched)."""
+    if not shown:
+        return []
+    rows = db.session.scalars(select(Otp).where(Otp.app_id == app_id, Otp.id.in_(list(shown)))).all()
+    return [otp for otp in rows if f"{otp.status}:{otp.attempts}" != shown[otp.id]]
 
 
 @bp.get("/otps/<otp_id>")
@@ -228,12 +259,12 @@ def attempts():
     result = request.args.get("result", "").strip()
     error = None
     if result and result not in ATTEMPT_RESULTS:
-        error, result = "unknown result", ""
+        error, result = _("unknown result"), ""
     rows, next_cursor = [], None
     try:
         rows, next_cursor = list_app_attempts(app.id, result or None, PAGE_SIZE, request.args.get("cursor") or None)
     except ValueError:
-        error = "this page link is out of date; start again from the newest"
+        error = _("this page link is out of date; start again from the newest")
     filters = {"result": result} if result else {}
     return render_template(
         "console/attempts.html", rows=rows, result=result, results=ATTEMPT_RESULTS, error=error,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from flask import current_app, render_template
@@ -10,12 +10,14 @@ from flask import current_app, render_template
 from config import provider_problems
 
 from ..extensions import QUEUE_NAMES, get_queue
+from ..i18n import app_zone
 from ..jobs.enqueue import send_list_depth
 from ..providers.faults import last_config_fault
-from ..reports.usage import floor_to, usage_report
+from ..reports.usage import usage_report
 from ..util import utcnow
 from . import bp
 from .auth import current_console_app
+from .reports import delivery_figures, to_local, to_utc
 
 
 def queue_depths() -> dict[str, int | None]:
@@ -52,7 +54,11 @@ def provider_state() -> dict:
 @bp.get("/")
 def overview():
     app = current_console_app()
-    start = floor_to(utcnow(), "day")
-    today = usage_report(app.id, start, start + timedelta(days=1), "day")
-    return render_template("console/overview.html", app=app, today=today, day=start.date(),
+    zone = app_zone()
+    day = to_local(utcnow(), zone).date()  # today in the installation's time zone (CONSOLE_TIMEZONE)
+    start = to_utc(datetime(day.year, day.month, day.day), zone)
+    end = to_utc(datetime(day.year, day.month, day.day) + timedelta(days=1), zone)
+    today = usage_report(app.id, start, end, "day")
+    return render_template("console/overview.html", app=app, today=today, day=day, day_zone=str(zone),
+                           figures=delivery_figures(app.id, start, end),
                            queues=queue_depths(), sends=send_list(), provider=provider_state())

@@ -56,10 +56,10 @@
     if (!source) return;
     var label = button.textContent;
     copyText(source.textContent.trim()).then(function () {
-      button.textContent = "Copied";
+      button.textContent = button.getAttribute("data-copied") || "Copied";
       button.classList.add("copied");
     }, function () {
-      button.textContent = "Select and copy it by hand";
+      button.textContent = button.getAttribute("data-copy-failed") || "Select and copy it by hand";
     });
     window.setTimeout(function () { button.textContent = label; button.classList.remove("copied"); }, 2500);
   });

@@ -10,9 +10,30 @@
     VERIFIED: "#12b76a", FAILED: "#f04438", EXPIRED: "#f79009", CANCELED: "#667085"
   };
 
-  function label(start, interval) {
-    // "2026-05-17T12:00:00.000Z" -> "2026-05-17" by day, "05-17 12:00" by hour (UTC, as the server counts)
+  var MIN_BAR_PX = 10;  // past ~100 buckets (an hourly week) the chart scrolls sideways instead of a hairline
+
+  function label(bucket, interval) {
+    // The server names each bucket in the installation's time zone (`label`); else its UTC start:
+    // "2026-05-17T12:00:00.000Z" -> "2026-05-17" by day, "05-17 12:00" by hour.
+    if (bucket.label) return bucket.label;
+    var start = bucket.start;
     return interval === "hour" ? start.slice(5, 10) + " " + start.slice(11, 16) : start.slice(0, 10);
+  }
+
+  function names() {
+    var block = document.getElementById("report-labels");
+    return block ? JSON.parse(block.textContent) : {};
+  }
+
+  function widen(canvas, count) {
+    var box = canvas.parentNode;
+    var scroller = box && box.parentNode;
+    if (!scroller || !scroller.classList.contains("chart-scroll")) return;
+    var wanted = count * MIN_BAR_PX;
+    if (wanted > scroller.clientWidth) {
+      box.style.width = wanted + "px";  // CSSOM, not an inline style attribute: the CSP allows it
+      scroller.classList.add("scrolls");
+    }
   }
 
   function draw() {
@@ -20,12 +41,14 @@
     var canvas = document.getElementById("report-chart");
     if (!source || !canvas || typeof window.Chart === "undefined") return;
     var report = JSON.parse(source.textContent);
+    var statusNames = names();
+    widen(canvas, report.buckets.length);
     var present = Object.keys(report.totals.byStatus);
     var statuses = ORDER.filter(function (s) { return present.indexOf(s) >= 0; })
       .concat(present.filter(function (s) { return ORDER.indexOf(s) < 0; }));
     var datasets = statuses.map(function (status) {
       return {
-        label: status,
+        label: statusNames[status] || status,
         data: report.buckets.map(function (b) { return b.byStatus[status] || 0; }),
         backgroundColor: COLORS[status] || "#98a2b3",
         stack: "otps"
@@ -33,7 +56,7 @@
     });
     var chart = new window.Chart(canvas, {
       type: "bar",
-      data: { labels: report.buckets.map(function (b) { return label(b.start, report.interval); }), datasets: datasets },
+      data: { labels: report.buckets.map(function (b) { return label(b, report.interval); }), datasets: datasets },
       options: {
         responsive: true,
         maintainAspectRatio: false,
