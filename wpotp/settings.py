@@ -41,6 +41,7 @@ class ServiceSettings:
     fallback_after: int = 30  # FALLBACK_AFTER_SECONDS, an app's own wins
     redis_min_replicas: int = 0  # REDIS_MIN_REPLICAS: replicas that must hold a send's hand-off before its 201
     redis_replica_timeout: int = 500  # REDIS_REPLICA_TIMEOUT: milliseconds they have to take it
+    retention_interval: int = 3600  # RETENTION_INTERVAL: seconds between the periodic retention jobs
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -61,7 +62,8 @@ class ServiceSettings:
                    sms_provider=config.get("SMS_PROVIDER", "sandbox"),
                    fallback_after=int(config.get("FALLBACK_AFTER_SECONDS", 30)),
                    redis_min_replicas=int(config.get("REDIS_MIN_REPLICAS", 0)),
-                   redis_replica_timeout=int(config.get("REDIS_REPLICA_TIMEOUT", 500)))
+                   redis_replica_timeout=int(config.get("REDIS_REPLICA_TIMEOUT", 500)),
+                   retention_interval=int(config.get("RETENTION_INTERVAL", 3600)))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:

@@ -170,7 +170,7 @@ def test_sync_templates_is_written_whether_meta_answers_or_refuses(app, make_app
 # The console's audit page -------------------------------------------------------------------------
 
 def _actors(html: str) -> list[str]:
-    return re.findall(r"<tr>\s*<td>.*?</td>\s*<td>([^<]*)</td>", html, re.S)
+    return re.findall(r"<tr>\s*<td[^>]*>.*?</td>\s*<td[^>]*>([^<]*)</td>", html, re.S)
 
 
 def test_the_audit_page_shows_a_cli_entry_as_cli_and_the_os_user_and_filters_by_it(app, console_client, admin_user):
@@ -197,7 +197,8 @@ def test_the_audit_page_in_a_browser_shows_cli_actions_beside_console_ones(app, 
     cells = [[rows.nth(i).locator("td").nth(c).text_content() for c in (1, 2, 5)] for i in range(3)]
     assert cells == [["cli:alice", "key.create", "—"], ["cli:alice", "app.create", "—"],
                      [page.user.email, "login", "127.0.0.1"]]
-    assert "os_user" in rows.nth(0).text_content() and "from the shell" in rows.nth(0).text_content()
+    # The details read in words (issue 16): the OS user under its label, the key's name.
+    assert "os user=alice" in rows.nth(0).text_content() and "from the shell" in rows.nth(0).text_content()
     page.screenshot(path=tmp_path / "audit-cli.png", full_page=True)  # for a person to look at
 
 

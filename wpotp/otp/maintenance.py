@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import select, update
 
 from .. import metrics
@@ -74,7 +73,7 @@ def upkeep() -> dict:
 
 def queue_retention_if_due() -> bool:
     """Queue the retention job once per RETENTION_INTERVAL, however many workers sweep."""
-    interval = int(current_app.config["RETENTION_INTERVAL"])
+    interval = settings().retention_interval
     if not redis_client.conn.set("wpotp:periodic:retention", "1", nx=True, ex=interval):
         return False
     get_queue("default").enqueue(RETENTION_JOB, description="periodic retention", result_ttl=86400,
