@@ -60,7 +60,7 @@ DETAIL_LABELS = {
     "otp_type": _l("Code button"), "android_package_name": _l("Android package name"),
     "android_signature_hash": _l("App signature hash"), "zero_tap_terms_accepted": _l("Zero-tap terms accepted"),
     "security_recommendation": _l("Security recommendation"), "languages": _l("Languages"),
-    "segments": _l("Segments"), "host": _l("Host"),
+    "segments": _l("Segments"), "host": _l("Host"), "os_user": _l("OS user (os_user)"),
 }
 
 
