@@ -148,7 +148,7 @@ STATUS_LABELS = {
     "given_up": _l("given_up"), "verified": _l("verified"), "invalid_code": _l("invalid_code"),
     "too_many_attempts": _l("too_many_attempts"), "otp_expired": _l("otp_expired"),
     "otp_already_verified": _l("otp_already_verified"), "otp_canceled": _l("otp_canceled"),
-    "unknown": _l("unknown"),
+    "unknown": _l("unknown"), "anonymised": _l("anonymised"),
 }
 
 

@@ -60,11 +60,20 @@ def _is_machine() -> bool:
 def _page(err: WpotpError, headers: dict | None = None):
     """A browser's error page (the console's layout), for paths outside the API and the machine paths."""
     from flask import render_template
+    from flask_babel import gettext as _
 
-    titles = {404: "Page not found", 405: "Method not allowed", 413: "Too large", 429: "Too many requests"}
-    message = {404: f"There is no page at {request.path}."}.get(err.status, err.message)
-    body = render_template("console/error.html", title=titles.get(err.status, "Something went wrong"),
-                           message=message, status=err.status, **_console_context())
+    titles = {404: _("Page not found"), 405: _("Method not allowed"), 413: _("Too large"),
+              429: _("Too many requests"), 503: _("Service unavailable")}
+    messages = {  # the page's own wording, in the console's language (the API's envelope stays English)
+        404: _("There is no page at %(path)s.", path=request.path),
+        405: _("That method is not allowed on this page."),
+        413: _("The request body is too large."),
+        429: _("Too many requests: wait a moment and try again."),
+        500: _("Something went wrong on our side; nothing was changed."),
+        503: _("A backing service is unavailable; nothing was saved. Retry."),
+    }
+    body = render_template("console/error.html", title=titles.get(err.status, _("Something went wrong")),
+                           message=messages.get(err.status, err.message), status=err.status, **_console_context())
     return body, err.status, {**err.headers, **(headers or {})}
 
 

@@ -228,7 +228,7 @@ def update_autofill():
     app = current_console_app()
     form = AutofillForm()
     if not form.validate():
-        flash("Nothing was saved: correct the fields marked below.", "error")
+        flash(_("Nothing was saved: correct the fields marked below."), "error")
         return render_template("console/settings.html", form=SettingsForm(obj=app), app=app, autofill=form), 400
     changes = {}
     for name in AUTOFILL_FIELDS:
@@ -240,10 +240,10 @@ def update_autofill():
         audit("settings.update", app.id, app=app.name, changes=changes)
         db.session.commit()
         bump_epoch()
-        flash(f"Saved {len(changes)} setting(s) of {app.name}. Meta's template changes only when it is "
-              "created or edited: run `wpotp sync-templates --update`.", "success")
+        flash(_("Saved %(num)s setting(s) of %(name)s. Meta's template changes only when it is created or edited: "
+                "run `wpotp sync-templates --update`.", num=len(changes), name=app.name), "success")
     else:
-        flash("Nothing changed.", "info")
+        flash(_("Nothing changed."), "info")
     return redirect(url_for("console.settings"))
 
 

@@ -39,7 +39,10 @@ ACTION_LABELS = {
     "webhook.set": _l("Set the webhook endpoint"), "webhook.rotate": _l("Rotated the webhook secret"),
     "webhook.redeliver": _l("Redelivered a webhook"), "fraud.settings": _l("Changed fraud guard settings"),
     "fraud.unblock": _l("Lifted a fraud block"), "sandbox.send": _l("Sent a test OTP"),
-    "account.update": _l("Changed their language or time zone"),
+    "account.update": _l("Changed their language or time zone"), "templates.sms": _l("Changed the SMS texts"),
+    "app.create": _l("Created an app"), "templates.seed": _l("Created the default templates"),
+    "user.password": _l("Set a user's password"), "database.upgrade": _l("Upgraded the database"),
+    "sweep": _l("Expired old OTPs"), "retention.purge": _l("Purged data past its retention"),
 }
 DETAIL_LABELS = {
     "name": _l("Name"), "mode": _l("Mode"), "app": _l("App"), "prefix": _l("Prefix"), "email": _l("Email"),
@@ -53,6 +56,11 @@ DETAIL_LABELS = {
     "recipient_rate_limit": _l("Per-recipient limit"), "daily_send_cap": _l("Daily send cap"),
     "default_language": _l("Default language"), "fraud_guard": _l("Fraud guard"),
     "fetched": _l("Fetched"), "created": _l("Created"), "updated": _l("Updated"),
+    "retention_days": _l("Keep data for (days)"), "fallback_after_seconds": _l("SMS fallback after (seconds)"),
+    "otp_type": _l("Code button"), "android_package_name": _l("Android package name"),
+    "android_signature_hash": _l("App signature hash"), "zero_tap_terms_accepted": _l("Zero-tap terms accepted"),
+    "security_recommendation": _l("Security recommendation"), "languages": _l("Languages"),
+    "segments": _l("Segments"), "host": _l("Host"), "os_user": _l("OS user (os_user)"),
 }
 
 

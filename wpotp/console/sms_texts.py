@@ -5,6 +5,7 @@ and live in the browser by static/js/sms_texts.js), the built-in text where an a
 from __future__ import annotations
 
 from flask import flash, redirect, request, url_for
+from flask_babel import gettext as _
 
 from ..cache import bump_epoch
 from ..extensions import db
@@ -56,18 +57,18 @@ def save_sms_texts():
     new_text = (request.form.get("sms_text_new") or "").strip()
     if new_lang or new_text:
         if not new_lang.replace("_", "").isalpha() or not 2 <= len(new_lang) <= 16 or not new_text:
-            flash("Nothing was saved: a new text needs a language code such as de or pt_br, and its text.", "error")
+            flash(_("Nothing was saved: a new text needs a language code such as de or pt_br, and its text."), "error")
             return redirect(url_for("console.templates"))
         texts[new_lang] = new_text
     problems = {lang: text_problem(text) for lang, text in texts.items() if text_problem(text)}
     if problems or len(texts) > MAX_LANGUAGES:
         detail = "; ".join(f"{lang}: {problem}" for lang, problem in sorted(problems.items())) or \
-            f"at most {MAX_LANGUAGES} languages"
-        flash(f"Nothing was saved: {detail}.", "error")
+            _("at most %(n)s languages", n=MAX_LANGUAGES)
+        flash(_("Nothing was saved: %(detail)s.", detail=detail), "error")
         return redirect(url_for("console.templates"))
     before = app.sms_texts or {}
     if texts == before:
-        flash("Nothing changed.", "info")
+        flash(_("Nothing changed."), "info")
         return redirect(url_for("console.templates"))
     app.sms_texts = texts or None
     counts = {row["language"]: f'{row["encoding"]} × {row["segments"]}' for row in sms_rows(app, texts)
@@ -75,6 +76,6 @@ def save_sms_texts():
     audit("templates.sms", app.id, app=app.name, languages=sorted(texts), segments=counts)
     db.session.commit()
     bump_epoch()
-    flash(f"Saved the SMS texts of {app.name}: " + (", ".join(f"{k} {v}" for k, v in counts.items())
-                                                    or "the built-in texts") + ".", "success")
+    flash(_("Saved the SMS texts of %(app)s: %(texts)s.", app=app.name,
+            texts=", ".join(f"{k} {v}" for k, v in counts.items()) or _("the built-in texts")), "success")
     return redirect(url_for("console.templates"))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
+
 from ..models import App
 
 OTP_TYPES = ("COPY_CODE", "ONE_TAP", "ZERO_TAP")
@@ -76,20 +78,20 @@ def button_problems(otp_type: str, package_name: str, signature_hash: str, terms
     also needs the business to have accepted Meta's zero-tap terms.
     """
     if otp_type not in OTP_TYPES:
-        return {"otp_type": f"Use one of {', '.join(OTP_TYPES)}."}
+        return {"otp_type": _("Use one of %(types)s.", types=", ".join(OTP_TYPES))}
     if otp_type not in AUTOFILL_TYPES:
         return {}
     problems = {}
     if not package_name:
-        problems["android_package_name"] = f"{otp_type} needs the Android app's package name."
+        problems["android_package_name"] = _("%(type)s needs the Android app's package name.", type=otp_type)
     elif len(package_name) > PACKAGE_NAME_MAX or not PACKAGE_NAME.match(package_name):
-        problems["android_package_name"] = "Write a package name like com.example.shop (two or more segments)."
+        problems["android_package_name"] = _("Write a package name like com.example.shop (two or more segments).")
     if not signature_hash:
-        problems["android_signature_hash"] = f"{otp_type} needs the app's 11-character signature hash."
+        problems["android_signature_hash"] = _("%(type)s needs the app's 11-character signature hash.", type=otp_type)
     elif not SIGNATURE_HASH.match(signature_hash):
-        problems["android_signature_hash"] = "The signature hash is 11 characters of A-Z, a-z, 0-9, + and /."
+        problems["android_signature_hash"] = _("The signature hash is 11 characters of A-Z, a-z, 0-9, + and /.")
     if otp_type == "ZERO_TAP" and not terms_accepted:
-        problems["zero_tap_terms_accepted"] = "Zero-tap needs Meta's zero-tap terms accepted."
+        problems["zero_tap_terms_accepted"] = _("Zero-tap needs Meta's zero-tap terms accepted.")
     return problems
 
 

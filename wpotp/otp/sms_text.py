@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from flask_babel import gettext as _
+
 TEXTS = {
     "en": "{code} is your {app} verification code. Do not share it with anyone.",
     "tr": "{app} doğrulama kodunuz: {code}. Bu kodu kimseyle paylaşmayın.",
@@ -52,12 +54,12 @@ def text_problem(text: str) -> str | None:
     """Why an app's own SMS text cannot be used, or None: it must carry `{code}` once, and no
     other `{...}` than `{code}` and `{app}`."""
     if len(text) > MAX_TEXT:
-        return f"at most {MAX_TEXT} characters"
+        return _("at most %(n)s characters", n=MAX_TEXT)
     if text.count("{code}") != 1:
-        return "must contain {code} exactly once"
+        return _("must contain {code} exactly once")
     rest = text.replace("{code}", "").replace("{app}", "")
     if "{" in rest or "}" in rest:
-        return "only the placeholders {code} and {app} may be used"
+        return _("only the placeholders {code} and {app} may be used")
     return None
 
 

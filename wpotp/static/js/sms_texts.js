@@ -31,8 +31,14 @@
     var text = own || area.getAttribute("data-builtin") || "";
     if (!text) { out.textContent = ""; return; }
     var found = segments(sample(text, area));
-    var note = own ? (own.split("{code}").length === 2 ? "" : " · needs {code} once") : " (built-in text)";
-    out.textContent = found[0] + " · " + found[1] + " segment" + (found[1] === 1 ? "" : "s") + note;
+    // The wording comes from the page (data-* of .sms-texts), in the console's language.
+    var words = area.closest(".sms-texts") || document.body;
+    var word = function (name, fallback) { return words.getAttribute(name) || fallback; };
+    var count = word(found[1] === 1 ? "data-one-segment" : "data-many-segments",
+                     found[1] === 1 ? "{n} segment" : "{n} segments").split("{n}").join(String(found[1]));
+    var note = own ? (own.split("{code}").length === 2 ? "" : " · " + word("data-needs-code", "needs {code} once"))
+      : " " + word("data-builtin-note", "(built-in text)");
+    out.textContent = found[0] + " · " + count + note;
   }
 
   function setup() {
