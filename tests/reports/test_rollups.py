@@ -47,7 +47,7 @@ def _varied_otps(rng: random.Random, start: datetime, seconds: int, count: int) 
 def _report(app, app_id, start, end, interval):
     with app.app_context():
         forget_reports(app_id)  # from rollups and tables, not from the report cache
-        return usage_report(app_id, start, end, interval)
+        return usage_report(app_id, start, end, interval, delivery=True)
 
 
 def _roll(app, now=None) -> dict:

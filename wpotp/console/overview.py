@@ -17,7 +17,7 @@ from ..reports.usage import usage_report
 from ..util import utcnow
 from . import bp
 from .auth import current_console_app
-from .reports import delivery_figures, to_local, to_utc
+from .reports import to_local, to_utc
 
 
 def queue_depths() -> dict[str, int | None]:
@@ -58,7 +58,7 @@ def overview():
     day = to_local(utcnow(), zone).date()  # today in the installation's time zone (CONSOLE_TIMEZONE)
     start = to_utc(datetime(day.year, day.month, day.day), zone)
     end = to_utc(datetime(day.year, day.month, day.day) + timedelta(days=1), zone)
-    today = usage_report(app.id, start, end, "day")
+    today = usage_report(app.id, start, end, "day", delivery=True)
     return render_template("console/overview.html", app=app, today=today, day=day, day_zone=str(zone),
-                           figures=delivery_figures(app.id, start, end),
+                           figures=today["delivery"],
                            queues=queue_depths(), sends=send_list(), provider=provider_state())

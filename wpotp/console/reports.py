@@ -17,20 +17,16 @@ from zoneinfo import ZoneInfo
 from flask import Response, current_app, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, func, select
 
 from ..errors import InvalidPhone
-from ..extensions import db
 from ..i18n import app_zone, status_label
-from ..models import App, Otp, OtpStatus
+from ..models import App, OtpStatus
 from ..otp.phones import normalize_recipient
 from ..reports.limits import api_limit_rule, rate_limit_status, top_recipients
 from ..reports.usage import (
     INTERVALS,
     MAX_SPAN,
     check_range,
-    delivered_condition,
-    sent_condition,
     usage_csv,
     usage_report,
 )
@@ -132,7 +128,7 @@ def zoned_report(app_id: str, start: datetime, end: datetime, interval: str, zon
     """usage_report, with each bucket's `label` in `zone` and, by day outside UTC, the buckets
     being the days of `zone` (summed from UTC hours, 7 days per call: a zone whose offset is not
     whole hours puts the half hour around midnight in the neighbouring day)."""
-    report = usage_report(app_id, start, end, interval)
+    report = usage_report(app_id, start, end, interval, delivery=True)
     if interval == "day" and _has_offset(zone, start, end):
         report["buckets"] = _local_days(app_id, start, end, zone)
     for bucket in report["buckets"]:
@@ -174,21 +170,6 @@ def _add_counts(into: dict, bucket: dict) -> None:
             into[name] = into.get(name, 0) + value
 
 
-def delivery_figures(app_id: str, start: datetime, end: datetime) -> dict:
-    """What the page's delivery rate is made of, over the OTPs created in [start, end): those a
-    provider took (sent), those that arrived (delivered), and those that failed before a provider
-    took them. One grouped query over ix_otps_app_created."""
-    failed_unsent = and_(Otp.status == OtpStatus.FAILED, ~sent_condition())
-    row = db.session.execute(
-        select(func.count().filter(sent_condition()), func.count().filter(delivered_condition()),
-               func.count().filter(failed_unsent))
-        .where(Otp.app_id == app_id, Otp.created_at >= start, Otp.created_at < end)).one()
-    sent, delivered, unsent = (int(v or 0) for v in row)
-    tried = sent + unsent
-    return {"sent": sent, "delivered": delivered, "failed_unsent": unsent, "tried": tried,
-            "rate": round(delivered / tried, 4) if tried else None}
-
-
 @bp.get("/reports")
 def reports():
     app = current_console_app()
@@ -197,7 +178,7 @@ def reports():
     report, figures = None, None
     if not picked.errors:
         report = zoned_report(app.id, picked.start, picked.end, picked.interval, zone)
-        figures = delivery_figures(app.id, picked.start, picked.end)
+        figures = report["delivery"]  # the same counts as the report's (rollups included): no second scan
     values = _form_values(picked)
     return render_template(
         "console/reports.html", report=report, figures=figures, picked=picked, values=values,

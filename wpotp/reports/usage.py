@@ -345,6 +345,7 @@ class _Tally:
     by_status: dict[str, int] = field(default_factory=_zero_statuses)
     sent: int = 0
     delivered: int = 0
+    failed_unsent: int = 0  # FAILED before a provider took them
     durations: list[array] = field(default_factory=list)
 
     def count(self, status: str, n: int, sent: int, delivered: int) -> None:
@@ -353,6 +354,15 @@ class _Tally:
             self.by_status[status] += n
         self.sent += sent
         self.delivered += delivered
+        if status == OtpStatus.FAILED:
+            self.failed_unsent += n - sent
+
+    def delivery(self) -> dict:
+        """What the console's delivery rate is made of: the OTPs a provider took or that failed
+        before one did (tried), and of those the delivered ones."""
+        tried = self.sent + self.failed_unsent
+        return {"sent": self.sent, "delivered": self.delivered, "failed_unsent": self.failed_unsent,
+                "tried": tried, "rate": round(self.delivered / tried, 4) if tried else None}
 
     def figures(self) -> dict:
         verified = self.by_status[OtpStatus.VERIFIED]
@@ -388,7 +398,8 @@ def _bucket_slot(start: datetime, data: BucketData, totals: _Tally, channels: di
     return slot
 
 
-def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "day") -> dict:
+def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "day", *,
+                 delivery: bool = False) -> dict:
     """OTPs of `app_id` created in [start, end) (naive UTC), counted per UTC day or hour.
 
     Returns::
@@ -428,6 +439,9 @@ def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "d
     the module's docstring): a receipt that lands on an OTP after its bucket settled shows up
     once the rollup rechecks its hour and the cached bucket is refreshed.
 
+    With `delivery` (the console's), also "delivery": {"sent", "delivered", "failed_unsent",
+    "tried", "rate"}, from the same counts (so from the rollups too).
+
     Raises ValueError for an unknown interval, `end <= start`, or a range longer than 90 days
     by day or 7 days by hour.
     """
@@ -456,7 +470,7 @@ def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "d
                for b in starts]
     top = sorted(countries.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_COUNTRIES]
     overall = totals.figures()
-    return {
+    answer = {
         "from": iso(start),
         "to": iso(end),
         "interval": interval,
@@ -468,6 +482,9 @@ def usage_report(app_id: str, start: datetime, end: datetime, interval: str = "d
         "topCountries": [{"country": c, "count": n} for c, n in top],
         "byChannel": {c: tally.figures() for c, tally in channels.items()},
     }
+    if delivery:
+        answer["delivery"] = totals.delivery()
+    return answer
 
 
 CSV_HEADER = ("start", "total", *STATUSES)
