@@ -230,21 +230,27 @@ def update_autofill():
     if not form.validate():
         flash(_("Nothing was saved: correct the fields marked below."), "error")
         return render_template("console/settings.html", form=SettingsForm(obj=app), app=app, autofill=form), 400
-    changes = {}
-    for name in AUTOFILL_FIELDS:
-        value = getattr(form, name).data
-        if getattr(app, name) != value:
-            changes[name] = [getattr(app, name), value]
-            setattr(app, name, value)
+    changes = _save_settings(app, {name: getattr(form, name).data for name in AUTOFILL_FIELDS})
     if changes:
-        audit("settings.update", app.id, app=app.name, changes=changes)
-        db.session.commit()
-        bump_epoch()
         flash(_("Saved %(num)s setting(s) of %(name)s. Meta's template changes only when it is created or edited: "
                 "run `wpotp sync-templates --update`.", num=len(changes), name=app.name), "success")
     else:
         flash(_("Nothing changed."), "info")
     return redirect(url_for("console.settings"))
+
+
+def _save_settings(app, values: dict) -> dict:
+    """Set the app's fields that differ from `values`; when any did, audit them (settings.update),
+    commit and bump the cache epoch (every process serves them from its next request). The changes,
+    {name: [old, new]}."""
+    changes = {name: [getattr(app, name), value] for name, value in values.items() if getattr(app, name) != value}
+    for name, (_old, value) in changes.items():
+        setattr(app, name, value)
+    if changes:
+        audit("settings.update", app.id, app=app.name, changes=changes)
+        db.session.commit()
+        bump_epoch()
+    return changes
 
 
 @bp.post("/settings")
@@ -255,20 +261,16 @@ def update_settings():
     if not form.validate() or not _language_has_template(form):
         flash(_("Nothing was saved: correct the fields marked below."), "error")
         return render_template("console/settings.html", form=form, app=app, autofill=AutofillForm(obj=app)), 400
-    changes = {}
+    values = {}
     for name in SETTINGS_FIELDS:
         value = getattr(form, name).data
         if value is None and name in TEXT_SETTINGS:  # a field left out of the POST: as if sent empty
             value = ""
         if isinstance(value, str):
             value = value.strip() or (None if name in ("api_rate_limit", "recipient_rate_limit") else "")
-        if getattr(app, name) != value:
-            changes[name] = [getattr(app, name), value]
-            setattr(app, name, value)
+        values[name] = value
+    changes = _save_settings(app, values)
     if changes:
-        audit("settings.update", app.id, app=app.name, changes=changes)
-        db.session.commit()
-        bump_epoch()  # every process serves the new settings from its next request
         flash(_("Saved %(num)s setting(s) of %(name)s.", num=len(changes), name=app.name), "success")
     else:
         flash(_("Nothing changed."), "info")
