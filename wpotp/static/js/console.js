@@ -34,8 +34,14 @@
   // <button data-copy="#selector"> copies that element's text.
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
-      return navigator.clipboard.writeText(text);
+      // The Clipboard API refuses when the document is not focused (another tab or window in
+      // front): the older way may still work then.
+      return navigator.clipboard.writeText(text).catch(function () { return copyTheOldWay(text); });
     }
+    return copyTheOldWay(text);
+  }
+
+  function copyTheOldWay(text) {
     return new Promise(function (resolve, reject) {  // plain http on a LAN: the older way
       var area = document.createElement("textarea");
       area.value = text;
