@@ -170,34 +170,32 @@ def process_gone(pid: int | None = None) -> None:
 
 
 # --- counted at commit ----------------------------------------------------------------------------------
+#
+# No session listener: the writers of OTP events commit with `wpotp.webhooks.events.commit_and_queue`,
+# which calls `count_committed` once its commit went through. A transaction rolled back (or committed
+# some other way) counts nothing.
 
-_STAGED = "wpotp_metrics_staged"
+_STAGED = "wpotp_metrics_staged"  # session.info: (the transaction, the counters it increments)
 
 
 def stage(child) -> None:
     """Increment `child` (a labelled counter) once the session's current transaction commits."""
     from .extensions import db
 
-    db.session().info.setdefault(_STAGED, []).append(child)
+    session = db.session()
+    transaction = session.get_transaction()
+    staged = session.info.get(_STAGED)
+    if staged is None or staged[0] is not transaction:  # a new transaction: an earlier one's are gone
+        staged = session.info[_STAGED] = (transaction, [])
+    staged[1].append(child)
 
 
-def _after_commit(session) -> None:
-    for child in session.info.pop(_STAGED, ()):
-        child.inc()
-
-
-def _after_rollback(session, _previous_transaction) -> None:
-    session.info.pop(_STAGED, None)
-
-
-def _watch_commits() -> None:
-    from sqlalchemy import event
-
-    from .extensions import db
-
-    if not event.contains(db.session, "after_commit", _after_commit):
-        event.listen(db.session, "after_commit", _after_commit)
-        event.listen(db.session, "after_soft_rollback", _after_rollback)
+def count_committed(session, transaction) -> None:
+    """What `transaction` (just committed) staged, counted now."""
+    staged = session.info.pop(_STAGED, None)
+    if staged is not None and staged[0] is transaction:
+        for child in staged[1]:
+            child.inc()
 
 
 # --- requests -----------------------------------------------------------------------------------------
@@ -407,7 +405,6 @@ def init_app(app: Flask) -> None:
     """The request counter (after every answer) and /metrics. The request id hook (wpotp.logs) sets g.started."""
     from .extensions import csrf, limiter
 
-    _watch_commits()
     app.after_request(_count_request)
     limiter.exempt(bp)
     csrf.exempt(bp)

@@ -105,3 +105,27 @@ def test_every_worker_thread_can_hold_two_database_connections_at_once(app):
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_a_scheduler_lock_held_by_a_half_written_holder_does_not_stop_a_worker(app):
+    """RQ's scheduler heartbeat can rewrite `last_heartbeat` into a hash its holder's death had just
+    deleted: a lock then names a holder with no name, host or pid. A worker starting next to it
+    (burst or not) must neither crash nor take a lock whose holder it cannot judge."""
+    import threading
+
+    from wpotp.jobs.worker import Scheduler
+
+    with app.app_context():
+        conn = redis_client.conn
+    conn.set("rq:scheduler-lock:otp", "ghost", ex=60)
+    conn.hset("rq:scheduler:ghost", "last_heartbeat", "2026-12-03T14:05:45.623455Z")
+    try:
+        scheduler = Scheduler(conn, threading.Event())
+        scheduler.enqueue_due_once()
+        scheduler.tick()
+        assert conn.get("rq:scheduler-lock:otp") == b"ghost"  # left to expire
+        assert "otp" not in scheduler.rq.acquired_locks
+        assert "webhooks" in scheduler.rq.acquired_locks  # the others are taken as usual
+    finally:
+        scheduler.rq.stop()
+        conn.delete("rq:scheduler-lock:otp", "rq:scheduler:ghost")

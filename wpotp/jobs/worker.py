@@ -317,6 +317,8 @@ class Scheduler:
                 if not self._outage:
                     log.warning("scheduler: Redis unavailable (%s); retrying every %d s", exc, self.interval)
                 self._outage = True
+            except Exception:  # noqa: BLE001  (a thread that dies leaves retries and timers unqueued)
+                log.exception("scheduler: tick failed; retrying in %d s", self.interval)
             self.stopping.wait(self.interval)
         with contextlib.suppress(redis.RedisError):
             self.rq.stop()  # releases its locks, so the next scheduler need not wait for them
@@ -352,6 +354,10 @@ class Scheduler:
                 other = RQScheduler.fetch(holder.decode(), conn)
             except SchedulerNotFound:
                 continue  # not registered yet, or expired with its lock
+            except (KeyError, ValueError):
+                # A hash with only `last_heartbeat`: RQ's heartbeat wrote it just after the holder's
+                # death removed the rest. Whose it was cannot be told: its lock expires by itself.
+                continue
             pid = int(other.pid or 0)
             dead = other.hostname == socket.gethostname() and pid and (pid == os.getpid() or not _pid_alive(pid))
             if dead and release_lock(conn, key, other.name):

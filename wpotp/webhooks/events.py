@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from .. import metrics
 from ..cache import cached
 from ..extensions import db
 from ..models import Event, Message, Otp, WebhookDelivery, WebhookEndpoint
@@ -65,7 +66,7 @@ def owe(delivery_id: str) -> None:
 
 
 def commit_and_queue() -> None:
-    """Commit the session, then queue the webhook deliveries its transaction wrote.
+    """Commit the session, then count its metrics and queue the webhook deliveries its transaction wrote.
 
     Only ids owed by the very transaction that committed are queued (one rolled back before
     leaves nothing behind). Redis away: the deliveries are pending rows, and the sweep queues
@@ -75,6 +76,7 @@ def commit_and_queue() -> None:
     transaction = session.get_transaction()
     owed = session.info.pop(_OWED, None)
     session.commit()
+    metrics.count_committed(session, transaction)  # the counts this transaction staged (wpotp.metrics)
     if owed is None or owed[0] is not transaction or not owed[1]:
         return
     from .delivery import enqueue_delivery
