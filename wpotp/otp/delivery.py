@@ -26,7 +26,7 @@ from ..settings import settings
 from ..util import utcnow
 from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
-from .events import record_event
+from .events import insert_otp_events, record_event
 from .receipts import replay_early_receipts
 from .service import expire_one, seal_key
 from .sms_text import sms_body
@@ -241,14 +241,17 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
     if attempts:
         conn.execute(_INSERT_ATTEMPT, attempts)
     moved: set[int] = set()  # id() of the calls whose compare-and-set matched
+    sent_events = []
     for call in done:
         if call.result is None:
             continue
         if conn.execute(_MARK_SENT, {"otp_id": call.otp.id, "gen": call.otp.generation, "at": call.at,
                                      "pmid": call.result.provider_message_id}).rowcount == 1:
-            record_event(call.otp, "otp.sent", at=call.at, status=OtpStatus.SENT, generation=call.otp.generation,
-                         provider=call.provider.name, channel=call.otp.channel)
+            sent_events.append((call.otp, "otp.sent", call.at, {
+                "status": OtpStatus.SENT, "generation": call.otp.generation, "provider": call.provider.name,
+                "channel": call.otp.channel}))
             moved.add(id(call))
+    insert_otp_events(conn, sent_events)  # one executemany, not an ORM flush of every event
     commit_and_queue()
     for call in done:
         if call.result is not None:
