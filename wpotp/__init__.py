@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, ConfigError, provider_problems, sms_provider_problems
 
-from .extensions import csrf, db, init_limiter, limiter, login_manager, redis_client
+from .extensions import csrf, db, init_limiter, limiter_skips, login_manager, redis_client
 from .i18n import init_babel
 from .logs import configure_logging, install_request_id
 from .settings import refresh_settings
@@ -62,9 +62,9 @@ def create_app(config: Config | None = None) -> Flask:
     login_manager.user_loader(lambda user_id: db.session.get(models.User, user_id))
     csrf.exempt(api_bp)  # the API authenticates with keys, not cookies
     app.register_blueprint(api_bp)
-    app.register_blueprint(health_bp)
+    app.register_blueprint(limiter_skips(health_bp))
     csrf.exempt(inbound_bp)  # providers authenticate by signature or URL token
-    limiter.exempt(inbound_bp)  # receipts must never be refused for volume
+    limiter_skips(inbound_bp)  # receipts must never be refused for volume
     app.register_blueprint(inbound_bp)
     app.register_blueprint(console_bp)
     register_compat(app)

@@ -22,7 +22,7 @@ from flask import Blueprint, Response, current_app, g
 
 from ..cache import EPOCH_KEY, note_epoch
 from ..errors import RateLimited
-from ..extensions import client_ip, limiter, redis_client
+from ..extensions import client_ip, limiter, limiter_skips, redis_client
 from ..otp.limits import Window, budget_identifiers, hit_budget
 from ..redis_url import server_identity
 from .auth import api_limit_value, key_digest
@@ -30,9 +30,9 @@ from .auth import api_limit_value, key_digest
 
 def gate(bp: Blueprint) -> Blueprint:
     """Count every request routed to `bp` against the shared API budget, with RateLimit-* headers
-    on every answer. Flask-Limiter's own middleware is told to skip `bp` (exempt): nothing of its
-    decorators applies there, and exempting spares it resolving limits per request."""
-    limiter.exempt(bp)
+    on every answer. Flask-Limiter's own middleware is told to skip `bp` (extensions.limiter_skips):
+    nothing of its decorators applies there, and it does not even resolve limits for its requests."""
+    limiter_skips(bp)
     bp.before_request(check_request)  # before the view writes anything
     bp.after_request(rate_limit_headers)
     return bp
