@@ -184,3 +184,41 @@ def test_sends_left_in_the_list_when_the_batch_path_is_turned_off_are_still_sent
     _sweep(off)
     run_worker(off)
     _sent_once_each(off, ids, outbox)
+
+
+def test_a_send_canceled_while_its_batch_is_at_the_provider_stays_canceled_and_the_rest_are_sent(
+        app, make_app, run_worker):
+    """The batch's compare-and-sets go as one statement: when one row no longer matches (canceled
+    while its provider call was in flight), the others still move to SENT with their events, and
+    the canceled one keeps its status, gets no `otp.sent`, and its attempt is recorded."""
+    from sqlalchemy import select
+
+    from tests.helpers import make_key
+    from tests.providers.cloud_api.graph import SETTINGS as CLOUD_API
+    from tests.providers.cloud_api.graph import GraphDouble
+    from wpotp.extensions import db
+    from wpotp.models import Event
+
+    with GraphDouble() as graph:
+        web = make_app(WHATSAPP_GRAPH_URL=graph.url, SEND_BATCH=4, **CLOUD_API)
+        key = make_key(web, mode="live")
+        client = web.test_client()
+        answers = [send(client, key, f"+90555113000{n}") for n in range(3)]
+        assert [r.status_code for r in answers] == [201] * 3, answers[0].json
+        ids = [r.json["id"] for r in answers]
+        answer = graph.http.handler
+
+        def cancel_the_second(seen):
+            if b"905551130001" in seen.body:  # Meta's `to` is the number without its +
+                assert client.post(f"/v1/otp/{ids[1]}/cancel", headers=key.headers).status_code == 200
+            return answer(seen)
+
+        graph.http.handler = cancel_the_second
+        run_worker(web)
+
+        assert [otp_row(web, i)["status"] for i in ids] == ["SENT", "CANCELED", "SENT"]
+        assert all(otp_row(web, i)["provider_message_id"] for i in (ids[0], ids[2]))
+        assert [a["ok"] for a in send_attempts(web, ids[1])] == [True]  # Meta took it: the attempt is history
+        with web.app_context():
+            sent = db.session.scalars(select(Event.otp_id).where(Event.type == "otp.sent")).all()
+        assert sorted(sent) == sorted([ids[0], ids[2]])

@@ -49,6 +49,8 @@ _MARK_SENT = (update(_otps)
                      _otps.c.status == OtpStatus.QUEUED.value)
               .values(status=OtpStatus.SENT.value, sent_at=bindparam("at"),
                       provider_message_id=bindparam("pmid")))
+_MESSAGE_IDS = select(_otps.c.id, _otps.c.provider_message_id).where(
+    _otps.c.id.in_(bindparam("otp_ids", expanding=True)), _otps.c.status != OtpStatus.QUEUED.value)
 _INSERT_ATTEMPT = insert(SendAttempt.__table__)
 
 
@@ -240,18 +242,10 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
     attempts = [_attempt_row(c) for c in done if c.result is not None or c.error is not None]
     if attempts:
         conn.execute(_INSERT_ATTEMPT, attempts)
-    moved: set[int] = set()  # id() of the calls whose compare-and-set matched
-    sent_events = []
-    for call in done:
-        if call.result is None:
-            continue
-        if conn.execute(_MARK_SENT, {"otp_id": call.otp.id, "gen": call.otp.generation, "at": call.at,
-                                     "pmid": call.result.provider_message_id}).rowcount == 1:
-            sent_events.append((call.otp, "otp.sent", call.at, {
-                "status": OtpStatus.SENT, "generation": call.otp.generation, "provider": call.provider.name,
-                "channel": call.otp.channel}))
-            moved.add(id(call))
-    insert_otp_events(conn, sent_events)  # one executemany, not an ORM flush of every event
+    moved = _mark_sent(conn, [c for c in done if c.result is not None])
+    insert_otp_events(conn, [(c.otp, "otp.sent", c.at, {
+        "status": OtpStatus.SENT, "generation": c.otp.generation, "provider": c.provider.name,
+        "channel": c.otp.channel}) for c in done if id(c) in moved])  # one executemany, not an ORM flush each
     commit_and_queue()
     for call in done:
         if call.result is not None:
@@ -269,6 +263,21 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
         else:
             outcomes.append("crashed")
     return outcomes
+
+
+def _mark_sent(conn, calls: list[_Call]) -> set[int]:
+    """The compare-and-sets to SENT of a batch's answered calls, as one executemany (psycopg sends it
+    as one pipeline); id() of the calls whose row moved. When fewer rows moved than were asked (a
+    send canceled, resent or expired meanwhile), the rows say which: a moved row carries its call's
+    provider message id (unique per provider call)."""
+    if not calls:
+        return set()
+    params = [{"otp_id": c.otp.id, "gen": c.otp.generation, "at": c.at, "pmid": c.result.provider_message_id}
+              for c in calls]
+    if conn.execute(_MARK_SENT, params if len(params) > 1 else params[0]).rowcount == len(calls):
+        return {id(c) for c in calls}
+    carried = dict(conn.execute(_MESSAGE_IDS, {"otp_ids": [c.otp.id for c in calls]}).all())
+    return {id(c) for c in calls if carried.get(c.otp.id) == c.result.provider_message_id}
 
 
 def _attempt_row(call: _Call) -> dict:
