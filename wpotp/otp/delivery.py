@@ -26,7 +26,7 @@ from ..settings import settings
 from ..util import utcnow
 from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
-from .events import insert_otp_events, record_event
+from .events import EventRows, record_event
 from .receipts import replay_early_receipts
 from .service import expire_one, seal_key
 from .sms_text import sms_body
@@ -243,9 +243,14 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
     if attempts:
         conn.execute(_INSERT_ATTEMPT, attempts)
     moved = _mark_sent(conn, [c for c in done if c.result is not None])
-    insert_otp_events(conn, [(c.otp, "otp.sent", c.at, {
-        "status": OtpStatus.SENT, "generation": c.otp.generation, "provider": c.provider.name,
-        "channel": c.otp.channel}) for c in done if id(c) in moved])  # one executemany, not an ORM flush each
+    sent = EventRows()  # one executemany, not an ORM flush of each event
+    for c in done:
+        if id(c) in moved:
+            sent.event(c.otp.app_id, "otp.sent", {"status": OtpStatus.SENT, "generation": c.otp.generation,
+                                                  "provider": c.provider.name, "channel": c.otp.channel},
+                       c.at, otp_id=c.otp.id)
+            metrics.otp_event("otp.sent", c.otp)  # counted when the transaction commits
+    sent.write(conn)
     commit_and_queue()
     for call in done:
         if call.result is not None:

@@ -34,22 +34,30 @@ def record_message_event(message: Message, event_type: str, at: datetime | None 
     return event
 
 
-def insert_otp_events(conn, events: list[tuple[object, str, datetime, dict]]) -> None:
-    """Many OTPs' events at once, as Core in the caller's transaction: `(otp, type, at, data)` each,
-    with the outbox rows they owe (queued by `commit_and_queue`) and their metrics staged. What
-    `record_event` does for one through the ORM, without a unit of work (a drain job's batch)."""
-    rows, deliveries = [], []
-    for otp, event_type, at, data in events:
+class EventRows:
+    """Events and the outbox rows they owe, gathered for one executemany each in the caller's
+    transaction (Core, no unit of work): a drain job's batch of sends, a batch of receipts. `write`
+    inserts them and notes the deliveries for `commit_and_queue`; metrics are the caller's."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.deliveries: list[dict] = []
+
+    def event(self, app_id: str, event_type: str, data: dict, at: datetime, otp_id: str | None = None,
+              message_id: str | None = None) -> None:
         event_id = new_id("evt")
-        rows.append({"id": event_id, "app_id": otp.app_id, "otp_id": otp.id, "message_id": None,
-                     "type": event_type, "data": data, "created_at": at})
-        delivery = owed_delivery(otp.app_id, event_id, event_type, data, at)
+        self.events.append({"id": event_id, "app_id": app_id, "otp_id": otp_id, "message_id": message_id,
+                            "type": event_type, "data": data, "created_at": at})
+        delivery = owed_delivery(app_id, event_id, event_type, data, at)
         if delivery is not None:
-            deliveries.append(delivery)
-        metrics.otp_event(event_type, otp)  # counted when the transaction commits
-    if rows:
-        conn.execute(_INSERT_EVENTS, rows)
-    if deliveries:
-        conn.execute(_INSERT_DELIVERIES, deliveries)
-        for delivery in deliveries:
-            owe(delivery["id"])
+            self.deliveries.append(delivery)
+
+    def write(self, conn) -> None:
+        """The events, then the deliveries that refer to them: one INSERT each (executemany)."""
+        if self.events:
+            conn.execute(_INSERT_EVENTS, self.events)
+        if self.deliveries:
+            conn.execute(_INSERT_DELIVERIES, self.deliveries)
+            for delivery in self.deliveries:
+                owe(delivery["id"])
+        self.events, self.deliveries = [], []

@@ -26,23 +26,22 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import redis
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .. import metrics
 from ..extensions import db, job_queue, redis_client
-from ..models import Event, Message, Otp, SendAttempt, WebhookDelivery
+from ..models import Message, Otp, SendAttempt
 from ..providers.base import means_not_on_whatsapp
 from ..settings import settings
-from ..util import new_id, utcnow
-from ..webhooks.events import commit_and_queue, owe, owed_delivery
+from ..util import utcnow
+from ..webhooks.events import commit_and_queue
+from .events import EventRows
 
 log = logging.getLogger("wpotp.receipts")
 
 _otps = Otp.__table__
 _messages = Message.__table__
-_events = Event.__table__
-_deliveries = WebhookDelivery.__table__
 
 # Which column a receipt fills, and the statuses it may move a row out of (forward only).
 # OTP and Message statuses share these names.
@@ -77,13 +76,12 @@ class Receipt(NamedTuple):
         return cls(provider, message_id, status, datetime.fromisoformat(at) if at else None, error)
 
 
-class _Batch:
+class _Batch(EventRows):
     """What one transaction writes besides the compare-and-sets: its events and outbox rows
     (inserted together at the end, multi-row), and the last stamp of each row's events."""
 
     def __init__(self) -> None:
-        self.events: list[dict] = []
-        self.deliveries: list[dict] = []
+        super().__init__()
         self.last: dict[str, datetime] = {}
         self.status: dict[str, str] = {}  # a row's status as this transaction left it
         self.locked: _Locked | None = None  # PostgreSQL's batch: decided here, written in one UPDATE
@@ -99,28 +97,12 @@ class _Batch:
         self.last[row_id] = at
         return at
 
-    def event(self, app_id: str, event_type: str, data: dict, at: datetime, otp_id: str | None = None,
-              message_id: str | None = None) -> None:
-        event_id = new_id("evt")
-        self.events.append({"id": event_id, "app_id": app_id, "otp_id": otp_id, "message_id": message_id,
-                            "type": event_type, "data": data, "created_at": at})
-        delivery = owed_delivery(app_id, event_id, event_type, data, at)
-        if delivery is not None:
-            self.deliveries.append(delivery)
-
-    def write(self) -> None:
-        """The events, then the deliveries that refer to them: one INSERT each (executemany, which
-        SQLAlchemy sends as multi-row INSERTs), in the session's transaction."""
+    def write(self) -> None:  # type: ignore[override]
+        """The rows the batch decided (PostgreSQL), then its events and deliveries, in the session's transaction."""
         conn = db.session.connection()
         if self.locked is not None:
             self.locked.write(conn)
-        if self.events:
-            conn.execute(insert(_events), self.events)
-        if self.deliveries:
-            conn.execute(insert(_deliveries), self.deliveries)
-            for delivery in self.deliveries:
-                owe(delivery["id"])
-        self.events, self.deliveries = [], []
+        EventRows.write(self, conn)
 
 
 # --- one receipt ----------------------------------------------------------------------------------
