@@ -27,7 +27,7 @@ from ..util import utcnow
 from ..webhooks.events import commit_and_queue
 from .codes import unseal_code
 from .events import EventRows, record_event
-from .receipts import replay_early_receipts
+from .receipts import replay_early_receipts, replay_early_receipts_of
 from .service import expire_one, seal_key
 from .sms_text import sms_body
 from .templates import render, template_by_id
@@ -252,9 +252,10 @@ def deliver_batch(items: list[tuple[str, int, int, int]], pool: ThreadPoolExecut
             metrics.otp_event("otp.sent", c.otp)  # counted when the transaction commits
     sent.write(conn)
     commit_and_queue()
+    # Receipts that beat this commit, for every answered call in one round trip.
+    replay_early_receipts_of([(c.provider.name, c.result.provider_message_id) for c in done if c.result is not None])
     for call in done:
         if call.result is not None:
-            replay_early_receipts(call.provider.name, call.result.provider_message_id)
             if id(call) in moved:
                 call.provider.after_sent(call.message, call.result)
             outcomes.append("sent" if id(call) in moved else "sent-late")

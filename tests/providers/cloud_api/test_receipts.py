@@ -268,6 +268,29 @@ def test_receipts_that_arrive_before_the_sent_commit_are_applied_after_it(cloud_
     assert not redis_keys(cloud_app, "wpotp:early-receipt:*")  # taken, not left to expire
 
 
+def test_early_receipts_of_several_sends_of_one_batch_are_each_applied_after_its_commit(
+        cloud_app, cloud_client, live_key, graph, run_worker):
+    """Two sends drained in one batch, each overtaken by its own receipt: the batch takes the
+    held receipts of all its sends in one go, and each lands on its own OTP."""
+    t, statuses = _now(), {"+905551112233": "delivered", "+905551112244": "read"}
+
+    def receipt_first(reply):
+        wamid, to = reply.body["messages"][0]["id"], reply.body["contacts"][0]["input"]
+        assert post_receipts(cloud_app.test_client(), status_item(wamid, statuses["+" + to], t),
+                             drain=False).status_code == 200
+
+    held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), receipt_first)
+    ids = {to: send(cloud_client, live_key, to, code="482913").json["id"] for to in statuses}
+    run_worker(cloud_app)
+
+    assert not held.errors, held.errors
+    for to, status in statuses.items():
+        assert show(cloud_client, live_key, ids[to])["status"] == status.upper()
+        types = event_types(cloud_app, ids[to])
+        assert types.count(f"otp.{status}") == 1 and types.index("otp.sent") < types.index(f"otp.{status}")
+    assert not redis_keys(cloud_app, "wpotp:early-receipt:*")
+
+
 def test_an_early_failed_receipt_fails_the_otp_once_it_is_sent(cloud_app, cloud_client, live_key, graph, run_worker):
     errors = [{"code": 131026, "title": "Message undeliverable."}]
     held = HeldSends(graph.http, lambda seen: seen.path.endswith("/messages"), lambda reply: post_receipts(
