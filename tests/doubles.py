@@ -17,6 +17,7 @@ class Seen:
     path: str  # with the query string
     headers: dict[str, str]
     body: bytes
+    peer: tuple = ()  # the client's (address, port): one per connection
 
     @property
     def json(self):
@@ -56,7 +57,7 @@ class HttpDouble:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 seen = Seen(self.command, self.path, {k: v for k, v in self.headers.items()},
-                            self.rfile.read(length) if length else b"")
+                            self.rfile.read(length) if length else b"", self.client_address)
                 with double._lock:
                     double.seen.append(seen)
                 reply = double.handler(seen)

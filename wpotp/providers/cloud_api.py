@@ -19,11 +19,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import requests
 from flask import current_app
 
 from .base import OutboundOtp, OutboundTemplate, Provider, ProviderError, SendResult
-from .http import request
+from .http import Response, request
 
 log = logging.getLogger("wpotp.providers.cloud_api")
 
@@ -120,7 +119,7 @@ def template_payload(recipient: str, name: str, language: str, components: list[
             "template": template}
 
 
-def _message_id(response: requests.Response) -> str | None:
+def _message_id(response: Response) -> str | None:
     try:
         messages = response.json().get("messages")
         message_id = messages[0]["id"]
@@ -129,7 +128,7 @@ def _message_id(response: requests.Response) -> str | None:
     return message_id if isinstance(message_id, str) and message_id else None
 
 
-def _meta_error(response: requests.Response) -> dict:
+def _meta_error(response: Response) -> dict:
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):
@@ -137,7 +136,7 @@ def _meta_error(response: requests.Response) -> dict:
     return error if isinstance(error, dict) else {}
 
 
-def error_from_response(response: requests.Response, secrets: tuple[str, ...] = ()) -> ProviderError:
+def error_from_response(response: Response, secrets: tuple[str, ...] = ()) -> ProviderError:
     """Classify a non-2xx Graph answer: Meta's `error.code` first, the HTTP status otherwise.
 
     The reason is Meta's title (its "(#code)" prefix dropped), plus the details when they add
@@ -213,7 +212,7 @@ def list_templates(waba_id: str) -> list[WabaTemplate]:
     raise ProviderError(f"more than {MAX_TEMPLATE_PAGES} pages of templates", permanent=True, code="paging")
 
 
-def _json_object(response: requests.Response) -> dict:
+def _json_object(response: Response) -> dict:
     try:
         page = response.json()
     except ValueError:

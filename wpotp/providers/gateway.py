@@ -20,11 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import requests
 from flask import current_app
 
 from .base import NOT_ON_WHATSAPP, OutboundOtp, OutboundTemplate, Provider, ProviderError, SendResult
-from .http import request
+from .http import Response, request
 
 # WAHA's 422 "Session status is not as expected" names the session status it found.
 SESSION_NOT_READY = ("STARTING", "SCAN_QR_CODE", "STOPPED", "FAILED")
@@ -165,7 +164,7 @@ def _serialize_key(key: dict) -> str | None:
 
 # --- error answers ------------------------------------------------------------------------------
 
-def raise_for_answer(resp: requests.Response, hidden: tuple[str, ...]) -> None:
+def raise_for_answer(resp: Response, hidden: tuple[str, ...]) -> None:
     """Turn a non-2xx answer into a ProviderError that says whether retrying can help."""
     status = resp.status_code
     if 200 <= status < 300:
@@ -243,12 +242,12 @@ def excerpt(answer: object, hidden: tuple[str, ...]) -> str:
     return f": {text}" if text else ""
 
 
-def retry_after(resp: requests.Response) -> float | None:
+def retry_after(resp: Response) -> float | None:
     value = resp.headers.get("Retry-After", "")
     return float(value) if value.isdigit() else None
 
 
-def json_or_none(resp: requests.Response) -> object:
+def json_or_none(resp: Response) -> object:
     try:
         return resp.json()
     except ValueError:
@@ -259,6 +258,6 @@ def not_on_whatsapp() -> ProviderError:
     return ProviderError("recipient is not on WhatsApp", permanent=True, code=NOT_ON_WHATSAPP)
 
 
-def no_message_id(resp: requests.Response) -> ProviderError:
+def no_message_id(resp: Response) -> ProviderError:
     return ProviderError(f"the gateway answered HTTP {resp.status_code} without a message id; check GATEWAY_URL",
                          permanent=True, code="gateway_bad_answer", config_fault=True)

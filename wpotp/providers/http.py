@@ -1,66 +1,134 @@
-"""Outbound HTTP: the providers' pooled session (a timeout on every call, transport failures
+"""Outbound HTTP: the providers' pooled client (a timeout on every call, transport failures
 turned into retryable ProviderErrors), and the webhooks' connections pinned to the address
 their SSRF guard checked."""
 
 from __future__ import annotations
 
+import json as _json
+import os
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from flask import current_app
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies, select_proxy
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from .base import ProviderError
 
 _local = threading.local()
 
 
-class _Session(requests.Session):
-    """A Session that reads the environment's proxy and CA-bundle settings (HTTPS_PROXY,
-    NO_PROXY, REQUESTS_CA_BUNDLE, ...) once per origin, not on every call: requests walks
-    os.environ on each request, about a tenth of a send job's CPU."""
+# --- the providers' client ----------------------------------------------------------------------
+#
+# urllib3 (requests' own transport) called directly: a provider call through requests.Session
+# cost about twice the CPU of the same call through urllib3 (requests' hooks, cookie jar, adapter
+# and settings merge on every call; figures in docs/performance.md), and it is most of
+# a send job's CPU. The environment still decides what requests would have decided: HTTP(S)_PROXY,
+# ALL_PROXY and NO_PROXY (through requests.utils, read again when they change) and the CA bundle
+# (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else requests' certifi bundle). One pool manager per
+# process (thread-safe), so keep-alive connections outlive the threads of a drain job.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._env_settings: dict[str, dict] = {}
-
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):
-        if proxies or stream is not None or verify is not None or cert is not None:
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        key = "/".join(url.split("/", 3)[:3])  # scheme://host[:port]
-        found = self._env_settings.get(key)
-        if found is None:
-            found = self._env_settings[key] = super().merge_environment_settings(url, {}, None, None, None)
-        return {**found, "proxies": dict(found["proxies"])}
-
-
-def session() -> requests.Session:
-    """One pooled session per thread (requests.Session is not safe to share across threads)."""
-    sess = getattr(_local, "session", None)
-    if sess is None:
-        sess = _Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-        sess.mount("http://", adapter)
-        sess.mount("https://", adapter)
-        _local.session = sess
-    return sess
+POOL_SIZE = 32  # connections kept per origin; more in flight open (and then drop) extra ones
+_PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+               "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+_HEADERS = {"User-Agent": "wpotp", "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
+_routes: dict[tuple, tuple[urllib3.PoolManager, str | None]] = {}  # (origin, env) -> (manager, proxy)
+_managers: dict[tuple, urllib3.PoolManager] = {}
+_lock = threading.Lock()
 
 
-def request(method: str, url: str, *, timeout: float | None = None, **kwargs) -> requests.Response:
-    """Send a request; a timeout or a refused connection is a retryable ProviderError."""
+class Response:
+    """A provider's answer: what the providers read of it, as requests.Response names it."""
+
+    __slots__ = ("status_code", "reason", "headers", "content")
+
+    def __init__(self, status_code: int, reason: str, headers, content: bytes) -> None:
+        self.status_code, self.reason, self.headers, self.content = status_code, reason, headers, content
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+    @property
+    def text(self) -> str:
+        charset = "utf-8"
+        for part in (self.headers.get("Content-Type") or "").split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip("\"' ")
+        try:
+            return self.content.decode(charset, errors="replace")
+        except LookupError:  # an unknown charset
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self):
+        """The body as JSON; a ValueError when it is not (as requests' JSONDecodeError is)."""
+        return _json.loads(self.content)
+
+
+def _route(url: str) -> tuple[urllib3.PoolManager, str | None]:
+    """The pool manager for `url` and its proxy (None: direct), as the environment says now."""
+    origin = "/".join(url.split("/", 3)[:3])  # scheme://host[:port]
+    env = tuple(os.environ.get(name) for name in _PROXY_VARS)
+    key = (origin, env)
+    found = _routes.get(key)
+    if found is None:
+        proxy = select_proxy(url, get_environ_proxies(url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or DEFAULT_CA_BUNDLE_PATH
+        with _lock:
+            manager = _managers.get((proxy, bundle))
+            if manager is None:
+                tls = {"cert_reqs": "CERT_REQUIRED",
+                       ("ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"): bundle}
+                manager = (urllib3.ProxyManager(proxy, num_pools=8, maxsize=POOL_SIZE, **tls) if proxy else
+                           urllib3.PoolManager(num_pools=8, maxsize=POOL_SIZE, **tls))
+                _managers[(proxy, bundle)] = manager
+            found = _routes[key] = (manager, proxy)
+    return found
+
+
+def request(method: str, url: str, *, timeout: float | None = None, json: object = None,
+            data: dict | str | bytes | None = None, params: dict | None = None, headers: dict | None = None,
+            auth: tuple[str, str] | None = None) -> Response:
+    """Send a request (no retries, no redirects); a timeout or a failed connection is a retryable
+    ProviderError. `json`, `data` (a dict is form-encoded), `params`, `headers` and `auth` (HTTP
+    basic) mean what they mean to requests."""
     limit = timeout or current_app.config["PROVIDER_TIMEOUT"]
+    sent = {**_HEADERS, **(headers or {})}
+    body: bytes | str | None = None
+    if json is not None:
+        body = _json.dumps(json, allow_nan=False).encode()
+        sent.setdefault("Content-Type", "application/json")
+    elif isinstance(data, dict):
+        body = urlencode(list(data.items()), doseq=True)
+        sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    elif data is not None:
+        body = data
+    if auth is not None:
+        sent["Authorization"] = urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}")["authorization"]
+    if params:
+        url = f"{url}{'&' if '?' in url else '?'}{urlencode(list(params.items()), doseq=True)}"
+    connect = min(5, limit)
     try:
-        return session().request(method, url, timeout=(min(5, limit), limit), allow_redirects=False, **kwargs)
-    except requests.ConnectTimeout:  # nothing was sent: the provider never saw this request
-        raise ProviderError(f"could not connect within {min(5, limit)} s", permanent=False,
-                            code="connect_timeout") from None
-    except requests.Timeout:
-        raise ProviderError(f"no answer within {limit} s", permanent=False, code="timeout") from None
-    except requests.RequestException as exc:
+        manager, _proxy = _route(url)
+        raw = manager.request(method, url, body=body, headers=sent, retries=False, redirect=False,
+                              timeout=urllib3.Timeout(connect=connect, read=limit))
+    except NewConnectionError as exc:  # refused, unreachable, unknown name (urllib3 files it under ConnectTimeoutError)
         raise ProviderError(f"could not reach the provider: {type(exc).__name__}", permanent=False,
                             code="network") from None
+    except ConnectTimeoutError:  # nothing was sent: the provider never saw this request
+        raise ProviderError(f"could not connect within {connect} s", permanent=False,
+                            code="connect_timeout") from None
+    except (ReadTimeoutError, Urllib3Timeout):
+        raise ProviderError(f"no answer within {limit} s", permanent=False, code="timeout") from None
+    except (HTTPError, OSError, ValueError) as exc:
+        raise ProviderError(f"could not reach the provider: {type(exc).__name__}", permanent=False,
+                            code="network") from None
+    return Response(raw.status, raw.reason or "", raw.headers, raw.data)
 
 
 class PinnedAdapter(HTTPAdapter):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
-import requests
 from flask import current_app
 
 from .base import ProviderError
+from .http import Response
 
 REASON_MAX = 200
 
@@ -27,7 +27,7 @@ def body_secrets(body: str) -> tuple[str, ...]:
     return (body, *re.findall(r"\d{4,}", body))
 
 
-def http_error(response: requests.Response, vendor: str, reason: str, secrets: tuple[str, ...]) -> ProviderError:
+def http_error(response: Response, vendor: str, reason: str, secrets: tuple[str, ...]) -> ProviderError:
     """4xx is permanent (401/403: a configuration fault), 429 and 5xx are worth trying again."""
     status = response.status_code
     text = redact(f"{vendor} HTTP {status}: {reason}", secrets)
