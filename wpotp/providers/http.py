@@ -33,11 +33,11 @@ _local = threading.local()
 # process (thread-safe), so keep-alive connections outlive the threads of a drain job.
 
 POOL_SIZE = 32  # connections kept per origin; more in flight open (and then drop) extra ones
-_PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
-               "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+_ENV_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+             "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # what decides a route
 _HEADERS = {"User-Agent": "wpotp", "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
-_routes: dict[tuple, tuple[urllib3.PoolManager, str | None]] = {}  # (origin, env) -> (manager, proxy)
-_managers: dict[tuple, urllib3.PoolManager] = {}
+_routes: dict[tuple, urllib3.PoolManager] = {}  # (origin, _ENV_VARS' values) -> its manager
+_managers: dict[tuple, urllib3.PoolManager] = {}  # (proxy, CA bundle) -> one manager
 _lock = threading.Lock()
 
 
@@ -70,11 +70,10 @@ class Response:
         return _json.loads(self.content)
 
 
-def _route(url: str) -> tuple[urllib3.PoolManager, str | None]:
-    """The pool manager for `url` and its proxy (None: direct), as the environment says now."""
+def _route(url: str) -> urllib3.PoolManager:
+    """The pool manager for `url` (through its proxy, if the environment names one now)."""
     origin = "/".join(url.split("/", 3)[:3])  # scheme://host[:port]
-    env = tuple(os.environ.get(name) for name in _PROXY_VARS)
-    key = (origin, env)
+    key = (origin, tuple(os.environ.get(name) for name in _ENV_VARS))
     found = _routes.get(key)
     if found is None:
         proxy = select_proxy(url, get_environ_proxies(url))
@@ -87,7 +86,7 @@ def _route(url: str) -> tuple[urllib3.PoolManager, str | None]:
                 manager = (urllib3.ProxyManager(proxy, num_pools=8, maxsize=POOL_SIZE, **tls) if proxy else
                            urllib3.PoolManager(num_pools=8, maxsize=POOL_SIZE, **tls))
                 _managers[(proxy, bundle)] = manager
-            found = _routes[key] = (manager, proxy)
+            found = _routes[key] = manager
     return found
 
 
@@ -114,21 +113,22 @@ def request(method: str, url: str, *, timeout: float | None = None, json: object
         url = f"{url}{'&' if '?' in url else '?'}{urlencode(list(params.items()), doseq=True)}"
     connect = min(5, limit)
     try:
-        manager, _proxy = _route(url)
-        raw = manager.request(method, url, body=body, headers=sent, retries=False, redirect=False,
+        raw = _route(url).request(method, url, body=body, headers=sent, retries=False, redirect=False,
                               timeout=urllib3.Timeout(connect=connect, read=limit))
     except NewConnectionError as exc:  # refused, unreachable, unknown name (urllib3 files it under ConnectTimeoutError)
-        raise ProviderError(f"could not reach the provider: {type(exc).__name__}", permanent=False,
-                            code="network") from None
+        raise _unreachable(exc) from None
     except ConnectTimeoutError:  # nothing was sent: the provider never saw this request
         raise ProviderError(f"could not connect within {connect} s", permanent=False,
                             code="connect_timeout") from None
     except (ReadTimeoutError, Urllib3Timeout):
         raise ProviderError(f"no answer within {limit} s", permanent=False, code="timeout") from None
     except (HTTPError, OSError, ValueError) as exc:
-        raise ProviderError(f"could not reach the provider: {type(exc).__name__}", permanent=False,
-                            code="network") from None
+        raise _unreachable(exc) from None
     return Response(raw.status, raw.reason or "", raw.headers, raw.data)
+
+
+def _unreachable(exc: Exception) -> ProviderError:
+    return ProviderError(f"could not reach the provider: {type(exc).__name__}", permanent=False, code="network")
 
 
 class PinnedAdapter(HTTPAdapter):
