@@ -84,7 +84,9 @@ class Traffic:
             self.sends.append((status, (body.get("error") or {}).get("code"), body.get("id"), recipient))
 
     def _verify(self) -> None:
-        while not self._give_up.is_set() and (not self._stop.is_set() or self.unverified()):
+        # Until the sender has ended (not merely been told to stop: its last send may still be in
+        # flight, to be appended after a look at unverified() found nothing) and nothing is left.
+        while not self._give_up.is_set() and (self._threads[0].is_alive() or self.unverified()):
             if self.verify_pending() == 0:
                 time.sleep(0.1)
 
