@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sends", type=int, default=500)
     parser.add_argument("--top", type=int, default=0, help="print the top N cProfile entries of each part")
+    parser.add_argument("--dump", metavar="DIR", help="with --top: also write each part's profile to DIR/<part>.prof")
     args = parser.parse_args()
 
     import redis
@@ -86,6 +87,8 @@ def main() -> None:
             profile.runcall(part, args.sends)
             print(f"\n--- {name}: top {args.top} by cumulative time")
             pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
+            if args.dump:
+                profile.dump_stats(os.path.join(args.dump, f"{name}.prof"))
     double.close()
 
 

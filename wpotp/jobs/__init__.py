@@ -24,10 +24,18 @@ _worker_app: Flask | None = None
 _running = threading.local()  # the stop event of the worker running a job in this thread (jobs/worker.py)
 
 
-def watch_stop(stopping: threading.Event | None) -> None:
+def watch_stop(stopping: threading.Event | None, burst: bool = False) -> None:
     """Called by our Worker (jobs/worker.py) around each job it runs in this thread: the event its
-    process sets on SIGTERM/SIGINT (None after the job)."""
+    process sets on SIGTERM/SIGINT (None after the job), and whether the worker runs in burst mode
+    (until the queues are empty: then a drain job does not linger)."""
     _running.stopping = stopping
+    _running.burst = burst
+
+
+def may_linger() -> bool:
+    """May the job running in this thread wait for more work before it ends? Only in one of our
+    workers that is not in burst mode (a burst ends when the queues are empty)."""
+    return getattr(_running, "stopping", None) is not None and not getattr(_running, "burst", False)
 
 
 def stop_event() -> threading.Event | None:

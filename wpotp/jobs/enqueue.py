@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
@@ -363,3 +365,70 @@ def hand_back_claimed(job_id: str) -> str:
     already made is found SENT and skipped), and a drain job takes them."""
     redis_client.conn.eval(_GIVE_BACK, 2, claimed_key(job_id), READY_KEY, job_id, send_job_key(""), READY_MARK)
     return enqueue_drain()
+
+
+# --- lingering: an idle drain job waits for more instead of ending ---------------------------
+# At a steady rate each arrival finds the list empty and its drain job gone, so each send (and each
+# receipt) would pay for an RQ job of its own: enqueue, dequeue and RQ's bookkeeping, several times
+# the cost of the send. A drain job that finds its list empty instead takes the drain flag as its
+# hold (its job id for a value: the web tier's SET NX then fails, so no new job is enqueued) and
+# blocks on the list for up to DRAIN_LINGER_MS; what arrives meanwhile, or while it then sends, it
+# claims itself. It lets go atomically: the flag is dropped only while the list is empty, so an
+# arrival either is seen by the job or, after the drop, sets the flag and enqueues a drain job of its
+# own. A full batch drops the hold before making a second job pending (a backlog still spreads), and
+# so does the job's end. The hold has a short TTL, renewed every slice of the wait: a killed job's
+# lapses within LINGER_HOLD_MS, and then the next arrival (or the sweep) makes a drain pending. The
+# wait (BLMOVE from the list to itself) moves an arrival from the head of the list to its tail: it
+# stays in the list, its sweep marker true, until a claim takes it.
+
+LINGER_SLICE = 0.5  # seconds one blocking wait lasts: a stop request is seen within one
+LINGER_HOLD_MS = 3000  # the lingering job's hold on the drain flag, renewed every slice
+
+_HOLD = """
+if redis.call('LLEN', KEYS[1]) > 0 then return 2 end
+local flag = redis.call('GET', KEYS[2])
+if flag == false or flag == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_LET_GO = """
+if ARGV[2] == '1' and redis.call('LLEN', KEYS[1]) > 0 then return 0 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+
+def linger(list_key: str, flag_key: str, job_id: str, milliseconds: int,
+           stopping: Callable[[], bool] | None) -> bool:
+    """An idle drain job's wait for more: True when something arrived (claim again), False when
+    the job should end: nothing came within `milliseconds` (the hold then dropped), its worker is
+    stopping, or another drain job is pending (which takes what comes)."""
+    if milliseconds <= 0:
+        return False
+    conn = redis_client.conn
+    deadline = time.monotonic() + milliseconds / 1000
+    while True:
+        held = int(conn.eval(_HOLD, 2, list_key, flag_key, job_id, LINGER_HOLD_MS))
+        if held != 1:
+            return held == 2
+        left = deadline - time.monotonic()
+        if left <= 0 or (stopping is not None and stopping()):
+            return not int(conn.eval(_LET_GO, 2, list_key, flag_key, job_id, "1"))
+        if conn.blmove(list_key, list_key, round(min(LINGER_SLICE, left), 3), "LEFT", "RIGHT") is not None:
+            return True
+
+
+def let_go(list_key: str, flag_key: str, job_id: str) -> None:
+    """Drop this job's hold on the drain flag, if it has one (a full batch, the job's end)."""
+    redis_client.conn.eval(_LET_GO, 2, list_key, flag_key, job_id, "0")
+
+
+def linger_for_sends(job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bool:
+    return linger(READY_KEY, DRAIN_FLAG, job_id, milliseconds, stopping)
+
+
+def let_go_of_sends(job_id: str) -> None:
+    let_go(READY_KEY, DRAIN_FLAG, job_id)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from flask import Flask
 from redis.client import Pipeline
 
-from . import enqueue, receipt_queue, stop_event
+from . import enqueue, may_linger, receipt_queue, stop_event
 
 EXTENSION = "wpotp.queue"
 
@@ -80,6 +80,17 @@ class RQJobQueue:
     def give_back_unstarted(self, job_id: str, raw_items: list[bytes]) -> int:
         return enqueue.give_back_unstarted(job_id, raw_items)
 
+    def linger(self, job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bool:
+        """Nothing left to claim: wait up to `milliseconds` for more sends, holding the drain flag
+        (no new drain job is enqueued meanwhile). True: claim again; False: end the job. Never
+        waits outside one of our workers or in a burst."""
+        return may_linger() and enqueue.linger_for_sends(job_id, milliseconds, stopping)
+
+    def let_go(self, job_id: str) -> None:
+        """Drop the drain job's hold on the drain flag, if it has one (before a second job is made
+        pending for a full batch, and when the job ends)."""
+        enqueue.let_go_of_sends(job_id)
+
     def hand_on(self) -> str:
         """A drain job that ran its time: a fresh one takes over."""
         return enqueue.enqueue_drain()
@@ -104,6 +115,13 @@ class RQJobQueue:
 
     def ensure_receipt_drain(self) -> str | None:
         return receipt_queue.ensure_receipt_drain()
+
+    def linger_for_receipts(self, job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bool:
+        """As linger, for a receipt drain job."""
+        return may_linger() and receipt_queue.linger_for_receipts(job_id, milliseconds, stopping)
+
+    def let_go_of_receipts(self, job_id: str) -> None:
+        receipt_queue.let_go_of_receipts(job_id)
 
     def hand_on_receipts(self) -> str:
         """A receipt drain job that ran its time: a fresh one takes over."""

@@ -26,7 +26,7 @@ import redis
 
 from ..extensions import get_queue, redis_client
 from ..util import random_base62
-from .enqueue import RECEIPT_DRAIN_JOB, job_alive
+from .enqueue import RECEIPT_DRAIN_JOB, job_alive, let_go, linger
 
 log = logging.getLogger("wpotp.receipts")
 
@@ -140,3 +140,12 @@ end
 redis.call('SREM', KEYS[3], ARGV[1])
 return n
 """
+
+
+def linger_for_receipts(job_id: str, milliseconds: int, stopping) -> bool:
+    """An idle receipt drain job's wait for more (jobs/enqueue.py linger)."""
+    return linger(RECEIPT_QUEUE, RECEIPT_DRAIN_FLAG, job_id, milliseconds, stopping)
+
+
+def let_go_of_receipts(job_id: str) -> None:
+    let_go(RECEIPT_QUEUE, RECEIPT_DRAIN_FLAG, job_id)

@@ -75,6 +75,7 @@ class Worker(SimpleWorker):
         self.job_in_flight: Job | None = None
         self._last_own_heartbeat: float | None = None
         self._state_written: str | None = None
+        self.bursting = False
         super().__init__(*args, **kwargs)
 
     def set_state(self, state: str, pipeline=None) -> None:
@@ -103,9 +104,14 @@ class Worker(SimpleWorker):
                 return found
         return None
 
+    def work(self, burst: bool = False, *args, **kwargs) -> bool:
+        self.bursting = burst  # a drain job run by a burst does not linger (jobs/enqueue.py linger)
+        return super().work(burst, *args, **kwargs)
+
     def execute_job(self, job: Job, queue) -> None:
         self.job_in_flight = job
-        watch_stop(self.stopping)  # a long job (a drain job) sees the stop request: worker_stopping()
+        # A long job (a drain job) sees the stop request (worker_stopping()) and whether it may linger.
+        watch_stop(self.stopping, burst=self.bursting)
         try:
             super().execute_job(job, queue)
         finally:

@@ -139,6 +139,7 @@ def drain_sends(job_id: str) -> str:
     one provider call. The list, the claims and the drain jobs are the queue port's (jobs/port.py)."""
     queue = job_queue()
     size = settings().send_batch or queue.DRAIN_SIZE_WHEN_OFF  # sends left from before it was turned off
+    linger_ms = settings().drain_linger_ms
     app = current_app._get_current_object()
     stopping = queue.stopping()
     started = time.monotonic()
@@ -149,8 +150,13 @@ def drain_sends(job_id: str) -> str:
             claimed = queue.claim_sends(job_id, size, first)
             first = False
             if not claimed:
+                # Nothing left: wait a while for more (holding the drain flag) rather than leave each
+                # next arrival an RQ job of its own.
+                if time.monotonic() - started < queue.DRAIN_FOR and queue.linger(job_id, linger_ms, stopping):
+                    continue
                 break
             if len(claimed) == size:
+                queue.let_go(job_id)  # a hold from lingering would keep the second job from being made pending
                 queue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
             results = deliver_batch([item for _raw, item in claimed], pool, app, stopping)
             unstarted = [raw for (raw, _item), outcome in zip(claimed, results, strict=True) if outcome == "unstarted"]
@@ -162,6 +168,7 @@ def drain_sends(job_id: str) -> str:
             if time.monotonic() - started >= queue.DRAIN_FOR:
                 queue.hand_on()  # the list may not be empty: a successor takes over
                 break
+    queue.let_go(job_id)
     if stopping and stopping():
         queue.hand_on_stopping()
         outcomes["stopped"] = 1

@@ -499,7 +499,9 @@ def drain_receipts(job_id: str) -> str:
     until the queue is empty; after RECEIPT_DRAIN_FOR seconds, hand on to a fresh job instead. A full
     batch means more may wait: one more drain job is made pending then (if none is)."""
     size = settings().receipt_batch or RECEIPT_BATCH_WHEN_OFF
+    linger_ms = settings().drain_linger_ms
     queue = job_queue()
+    stopping = queue.stopping()
     started = time.monotonic()
     total = applied = 0
     first = True
@@ -507,8 +509,13 @@ def drain_receipts(job_id: str) -> str:
         claimed = queue.claim_receipts(job_id, size, first)
         first = False
         if not claimed:
+            # Nothing left: wait a while for more (holding the drain flag), not a job per receipt POST.
+            if time.monotonic() - started < queue.RECEIPT_DRAIN_FOR and not (stopping and stopping()) \
+                    and queue.linger_for_receipts(job_id, linger_ms, stopping):
+                continue
             break
         if len(claimed) == size:
+            queue.let_go_of_receipts(job_id)  # a hold from lingering would keep the second job from pending
             queue.ensure_receipt_drain()
         batch = []
         for raw in claimed:
@@ -530,4 +537,5 @@ def drain_receipts(job_id: str) -> str:
         if time.monotonic() - started >= queue.RECEIPT_DRAIN_FOR:
             queue.hand_on_receipts()
             break
+    queue.let_go_of_receipts(job_id)
     return f"receipts={total} applied={applied}"
