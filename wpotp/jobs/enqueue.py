@@ -216,6 +216,7 @@ READY_KEY = "wpotp:sendq"
 READY_MARK = "q:"
 DRAIN_FLAG = "wpotp:sendq:drain-pending"
 DRAIN_FLAG_TTL = 15  # seconds: a flag whose job was lost (enqueue failed) blocks new drains no longer
+LINGERING = "wpotp:sendq:lingering"  # drain jobs waiting for sends (jobs/enqueue.py linger), each until its hold lapses
 CLAIMED_TTL = 86400  # a killed job's CLAIMED list is only for inspection: the sweep works from rows
 DRAIN_FOR = 30  # seconds one drain job keeps taking batches before it hands on to a fresh job
 DRAIN_SIZE_WHEN_OFF = 16  # the batch size of a drain job run with SEND_BATCH=0 (sends queued before it was)
@@ -235,13 +236,14 @@ def parse_item(raw: bytes | str) -> tuple[str, int, int, int]:
 
 
 def _append_send(otp_id: str, generation: int, try_number: int, ttl: int, pipeline: Pipeline | None) -> str:
-    """The batch path's hand-off: the item, its sweep marker and the drain flag (SET NX, last, so
-    `drain_if_flagged` finds its reply at the end of the pipeline's replies)."""
+    """The batch path's hand-off: the item, its sweep marker and the drain flag (set, if no drain
+    job lingers, by NEED_DRAIN, last, so `drain_if_flagged` finds its reply at the end of the
+    pipeline's replies)."""
     item = send_item(otp_id, generation, try_number, ttl)
     pipe = pipeline if pipeline is not None else redis_client.conn.pipeline()
     pipe.rpush(READY_KEY, item)
     pipe.set(send_job_key(otp_id), READY_MARK + item, ex=max(ttl, 60) + 300)
-    pipe.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL)
+    pipe.eval(NEED_DRAIN, 2, DRAIN_FLAG, LINGERING, DRAIN_FLAG_TTL)
     if pipeline is None:
         with pipe:
             drain_if_flagged(pipe.execute())
@@ -251,7 +253,7 @@ def _append_send(otp_id: str, generation: int, try_number: int, ttl: int, pipeli
 def drain_if_flagged(replies: list) -> str | None:
     """After a hand-off pipeline ending with enqueue_send: enqueue a drain job if this send set
     the drain flag (the batch path, no drain pending). A no-op on the per-OTP path."""
-    if not current_app.config["SEND_BATCH"] or not replies or replies[-1] is not True:
+    if not current_app.config["SEND_BATCH"] or not replies or replies[-1] != 1:
         return None
     return enqueue_drain()
 
@@ -266,15 +268,21 @@ def ensure_drain() -> str | None:
     """The sweep's check: sends waiting and no drain pending (its enqueue was lost, or the batch
     path was turned off with sends in the list): enqueue one."""
     conn = redis_client.conn
-    if conn.llen(READY_KEY) and conn.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
+    if conn.llen(READY_KEY) and conn.eval(NEED_DRAIN, 2, DRAIN_FLAG, LINGERING, DRAIN_FLAG_TTL) == 1:
         return enqueue_drain()
     return None
 
 
 _CLAIM = """
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
+redis.call('ZREM', KEYS[4], ARGV[2])
 local items = {}
-for i = 1, tonumber(ARGV[1]) do
+if ARGV[7] ~= '' then
+  items[1] = ARGV[7]
+  local key = ARGV[4] .. string.match(ARGV[7], '^[^|]+')
+  if redis.call('GET', key) == ARGV[6] .. ARGV[7] then redis.call('SET', key, ARGV[2], 'KEEPTTL') end
+end
+for i = #items + 1, tonumber(ARGV[1]) do
   local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not item then break end
   items[#items + 1] = item
@@ -335,11 +343,12 @@ def hand_on_stopping() -> str | None:
     return enqueue_drain()
 
 
-def claim_sends(job_id: str, count: int, first: bool) -> list[bytes]:
+def claim_sends(job_id: str, count: int, first: bool, woken: bytes | None = None) -> list[bytes]:
     """Move up to `count` waiting sends into this drain job's CLAIMED list (one script, atomic);
-    the first claim also clears the drain flag."""
-    return redis_client.conn.eval(_CLAIM, 3, READY_KEY, claimed_key(job_id), DRAIN_FLAG, count, job_id,
-                                  "1" if first else "0", send_job_key(""), CLAIMED_TTL, READY_MARK)
+    the first claim also clears the drain flag. `woken`: the send a lingering wait already moved
+    there (linger), counted in and first."""
+    return redis_client.conn.eval(_CLAIM, 4, READY_KEY, claimed_key(job_id), DRAIN_FLAG, LINGERING, count, job_id,
+                                  "1" if first else "0", send_job_key(""), CLAIMED_TTL, READY_MARK, woken or "")
 
 
 def send_list_depth(started_grace: float) -> dict[str, int]:
@@ -370,65 +379,86 @@ def hand_back_claimed(job_id: str) -> str:
 # --- lingering: an idle drain job waits for more instead of ending ---------------------------
 # At a steady rate each arrival finds the list empty and its drain job gone, so each send (and each
 # receipt) would pay for an RQ job of its own: enqueue, dequeue and RQ's bookkeeping, several times
-# the cost of the send. A drain job that finds its list empty instead takes the drain flag as its
-# hold (its job id for a value: the web tier's SET NX then fails, so no new job is enqueued) and
-# blocks on the list for up to DRAIN_LINGER_MS; what arrives meanwhile, or while it then sends, it
-# claims itself. It lets go atomically: the flag is dropped only while the list is empty, so an
-# arrival either is seen by the job or, after the drop, sets the flag and enqueues a drain job of its
-# own. A full batch drops the hold before making a second job pending (a backlog still spreads), and
-# so does the job's end. The hold has a short TTL, renewed every slice of the wait: a killed job's
-# lapses within LINGER_HOLD_MS, and then the next arrival (or the sweep) makes a drain pending. The
-# wait (BLMOVE from the list to itself) moves an arrival from the head of the list to its tail: it
-# stays in the list, its sweep marker true, until a claim takes it.
+# the cost of the send. A drain job that finds its list empty instead *lingers* for up to
+# DRAIN_LINGER_MS: it enters itself in the list's LINGERING set (until a hold LINGER_HOLD_MS ahead,
+# renewed every slice of its wait) and blocks on the list (BLMOVE into its own CLAIMED list: one
+# arrival wakes one job). The hand-off's NEED_DRAIN enqueues a drain job only when none lingers (and
+# none is pending), so while one waits, arrivals cost no RQ job. A woken job leaves the set as it
+# claims (while it sends, others linger or a new job is made pending), and enters it again when it
+# runs dry. It leaves for good in one atomic step that checks the list is empty, so an arrival is
+# either seen by a lingering job or, after it left, makes a drain pending. A killed job's entry
+# lapses within LINGER_HOLD_MS (Redis's clock); the next arrival after that, or the sweep, then makes
+# a drain pending for what came meanwhile. At most LINGER_MAX jobs linger on one list (each holds a
+# worker slot); others end as before.
 
 LINGER_SLICE = 0.5  # seconds one blocking wait lasts: a stop request is seen within one
-LINGER_HOLD_MS = 3000  # the lingering job's hold on the drain flag, renewed every slice
+LINGER_HOLD_MS = 3000  # how long a lingering job's entry stands unless renewed (every slice)
+LINGER_MAX = 4  # drain jobs lingering on one list at most
 
-_HOLD = """
-if redis.call('LLEN', KEYS[1]) > 0 then return 2 end
-local flag = redis.call('GET', KEYS[2])
-if flag == false or flag == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
+# The hand-off's test (last in its MULTI): 1 when this arrival must enqueue a drain job (none lingers
+# and none is pending: it set the pending flag), else 0.
+NEED_DRAIN = """
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
+if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
 """
 
+# KEYS: the list, its LINGERING set, and the set naming jobs with a claimed list (the receipt queue's
+# RECEIPT_CLAIMS: so the sweep finds what a wait takes if the job dies; the list itself when none).
+# 2: items wait (claim them); 1: lingering (entered or renewed); 0: LINGER_MAX others linger.
+_HOLD = """
+if redis.call('LLEN', KEYS[1]) > 0 then return 2 end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+if KEYS[3] ~= KEYS[1] then redis.call('SADD', KEYS[3], ARGV[1]) end
+return 1
+"""
+
+# Leave the LINGERING set; with ARGV[2] == '1' only while the list is empty (1: left, 0: items wait).
 _LET_GO = """
 if ARGV[2] == '1' and redis.call('LLEN', KEYS[1]) > 0 then return 0 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
 
-def linger(list_key: str, flag_key: str, job_id: str, milliseconds: int,
-           stopping: Callable[[], bool] | None) -> bool:
-    """An idle drain job's wait for more: True when something arrived (claim again), False when
-    the job should end: nothing came within `milliseconds` (the hold then dropped), its worker is
-    stopping, or another drain job is pending (which takes what comes)."""
+def linger(list_key: str, lingering_key: str, claims_key: str, claimed: str, job_id: str, milliseconds: int,
+           stopping: Callable[[], bool] | None) -> bytes | bool:
+    """An idle drain job's wait for more. Returns the item the wait took (now in `claimed`, the
+    job's CLAIMED list: claim it with the next claim), True when items wait (claim them), or False
+    when the job should end: nothing came within `milliseconds`, its worker is stopping, or
+    LINGER_MAX other jobs linger (it is then out of the LINGERING set)."""
     if milliseconds <= 0:
         return False
     conn = redis_client.conn
     deadline = time.monotonic() + milliseconds / 1000
     while True:
-        held = int(conn.eval(_HOLD, 2, list_key, flag_key, job_id, LINGER_HOLD_MS))
+        held = int(conn.eval(_HOLD, 3, list_key, lingering_key, claims_key, job_id, LINGER_HOLD_MS, LINGER_MAX))
         if held != 1:
             return held == 2
         left = deadline - time.monotonic()
         if left <= 0 or (stopping is not None and stopping()):
-            return not int(conn.eval(_LET_GO, 2, list_key, flag_key, job_id, "1"))
-        if conn.blmove(list_key, list_key, round(min(LINGER_SLICE, left), 3), "LEFT", "RIGHT") is not None:
-            return True
+            return not int(conn.eval(_LET_GO, 2, list_key, lingering_key, job_id, "1"))
+        item = conn.blmove(list_key, claimed, round(min(LINGER_SLICE, left), 3), "LEFT", "RIGHT")
+        if item is not None:
+            return item
 
 
-def let_go(list_key: str, flag_key: str, job_id: str) -> None:
-    """Drop this job's hold on the drain flag, if it has one (a full batch, the job's end)."""
-    redis_client.conn.eval(_LET_GO, 2, list_key, flag_key, job_id, "0")
+def let_go(list_key: str, lingering_key: str, job_id: str) -> None:
+    """Leave the LINGERING set, if in it (the job's end)."""
+    redis_client.conn.eval(_LET_GO, 2, list_key, lingering_key, job_id, "0")
 
 
-def linger_for_sends(job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bool:
-    return linger(READY_KEY, DRAIN_FLAG, job_id, milliseconds, stopping)
+def linger_for_sends(job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bytes | bool:
+    return linger(READY_KEY, LINGERING, READY_KEY, claimed_key(job_id), job_id, milliseconds, stopping)
 
 
 def let_go_of_sends(job_id: str) -> None:
-    let_go(READY_KEY, DRAIN_FLAG, job_id)
+    let_go(READY_KEY, LINGERING, job_id)

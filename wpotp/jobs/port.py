@@ -70,9 +70,11 @@ class RQJobQueue:
 
     # --- the drain job's side (the batch path) -------------------------------------------------
 
-    def claim_sends(self, job_id: str, count: int, first: bool) -> list[tuple[bytes, tuple[str, int, int, int]]]:
-        """Up to `count` waiting sends, claimed for this drain job: (raw item, parsed item) each."""
-        return [(raw, enqueue.parse_item(raw)) for raw in enqueue.claim_sends(job_id, count, first)]
+    def claim_sends(self, job_id: str, count: int, first: bool, woken: bytes | None = None) \
+            -> list[tuple[bytes, tuple[str, int, int, int]]]:
+        """Up to `count` waiting sends, claimed for this drain job: (raw item, parsed item) each
+        (`woken`: the one a lingering wait took, first)."""
+        return [(raw, enqueue.parse_item(raw)) for raw in enqueue.claim_sends(job_id, count, first, woken)]
 
     def release_claimed(self, job_id: str) -> None:
         enqueue.release_claimed(job_id)
@@ -80,15 +82,15 @@ class RQJobQueue:
     def give_back_unstarted(self, job_id: str, raw_items: list[bytes]) -> int:
         return enqueue.give_back_unstarted(job_id, raw_items)
 
-    def linger(self, job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bool:
-        """Nothing left to claim: wait up to `milliseconds` for more sends, holding the drain flag
-        (no new drain job is enqueued meanwhile). True: claim again; False: end the job. Never
-        waits outside one of our workers or in a burst."""
+    def linger(self, job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bytes | bool:
+        """Nothing left to claim: wait up to `milliseconds` for more sends, as a lingering drain job
+        (the hand-off enqueues no new one meanwhile). The send the wait took (pass it to the next
+        claim as `woken`), True (sends wait: claim), or False (end the job). Never waits outside
+        one of our workers or in a burst."""
         return may_linger() and enqueue.linger_for_sends(job_id, milliseconds, stopping)
 
     def let_go(self, job_id: str) -> None:
-        """Drop the drain job's hold on the drain flag, if it has one (before a second job is made
-        pending for a full batch, and when the job ends)."""
+        """The drain job ends: it no longer lingers (if it did)."""
         enqueue.let_go_of_sends(job_id)
 
     def hand_on(self) -> str:
@@ -104,8 +106,8 @@ class RQJobQueue:
         """Queue dumped receipts for a drain job (one MULTI); a Redis error propagates."""
         return receipt_queue.hand_off_receipts(items)
 
-    def claim_receipts(self, job_id: str, count: int, first: bool) -> list[bytes]:
-        return receipt_queue.claim_receipts(job_id, count, first)
+    def claim_receipts(self, job_id: str, count: int, first: bool, woken: bytes | None = None) -> list[bytes]:
+        return receipt_queue.claim_receipts(job_id, count, first, woken)
 
     def release_receipts(self, job_id: str) -> None:
         receipt_queue.release_receipts(job_id)
@@ -116,7 +118,8 @@ class RQJobQueue:
     def ensure_receipt_drain(self) -> str | None:
         return receipt_queue.ensure_receipt_drain()
 
-    def linger_for_receipts(self, job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bool:
+    def linger_for_receipts(self, job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) \
+            -> bytes | bool:
         """As linger, for a receipt drain job."""
         return may_linger() and receipt_queue.linger_for_receipts(job_id, milliseconds, stopping)
 

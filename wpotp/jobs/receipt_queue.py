@@ -26,13 +26,14 @@ import redis
 
 from ..extensions import get_queue, redis_client
 from ..util import random_base62
-from .enqueue import RECEIPT_DRAIN_JOB, job_alive, let_go, linger
+from .enqueue import NEED_DRAIN, RECEIPT_DRAIN_JOB, job_alive, let_go, linger
 
 log = logging.getLogger("wpotp.receipts")
 
 RECEIPT_QUEUE = "wpotp:receiptq"
 RECEIPT_DRAIN_FLAG = "wpotp:receiptq:drain-pending"
 RECEIPT_CLAIMS = "wpotp:receiptq:claims"  # the drain jobs holding a CLAIMED list
+RECEIPT_LINGERING = "wpotp:receiptq:lingering"  # receipt drain jobs waiting for more (jobs/enqueue.py linger)
 RECEIPT_DRAIN_FLAG_TTL = 15  # seconds: a flag whose job was lost blocks new drains no longer than this
 RECEIPT_CLAIMED_TTL = 86400
 RECEIPT_DRAIN_FOR = 30  # seconds one drain job keeps claiming before it hands on to a fresh job
@@ -44,9 +45,9 @@ def hand_off_receipts(items: list[str]) -> str | None:
     the receipts inline); one enqueueing the drain job is logged (the sweep makes one pending)."""
     with redis_client.conn.pipeline() as pipe:
         pipe.rpush(RECEIPT_QUEUE, *items)
-        pipe.set(RECEIPT_DRAIN_FLAG, "1", nx=True, ex=RECEIPT_DRAIN_FLAG_TTL)
+        pipe.eval(NEED_DRAIN, 2, RECEIPT_DRAIN_FLAG, RECEIPT_LINGERING, RECEIPT_DRAIN_FLAG_TTL)
         _, flagged = pipe.execute()
-    if not flagged:
+    if flagged != 1:  # a drain job is pending or lingers: it takes these
         return None
     try:
         return enqueue_receipt_drain()
@@ -69,16 +70,19 @@ def ensure_receipt_drain() -> str | None:
     """Receipts waiting and no drain pending (its enqueue was lost, a batch was given back, or
     RECEIPT_BATCH was turned off with receipts in the list): enqueue one."""
     conn = redis_client.conn
-    if conn.llen(RECEIPT_QUEUE) and conn.set(RECEIPT_DRAIN_FLAG, "1", nx=True, ex=RECEIPT_DRAIN_FLAG_TTL):
+    if conn.llen(RECEIPT_QUEUE) and conn.eval(NEED_DRAIN, 2, RECEIPT_DRAIN_FLAG, RECEIPT_LINGERING,
+                                              RECEIPT_DRAIN_FLAG_TTL) == 1:
         return enqueue_receipt_drain()
     return None
 
 
-def claim_receipts(job_id: str, count: int, first: bool) -> list[bytes]:
+def claim_receipts(job_id: str, count: int, first: bool, woken: bytes | None = None) -> list[bytes]:
     """Move up to `count` queued receipts into this drain job's CLAIMED list (one script, atomic);
-    the first claim also clears the drain flag."""
-    return redis_client.conn.eval(_CLAIM, 4, RECEIPT_QUEUE, receipts_claimed_key(job_id), RECEIPT_DRAIN_FLAG,
-                                  RECEIPT_CLAIMS, count, "1" if first else "0", job_id, RECEIPT_CLAIMED_TTL)
+    the first claim also clears the drain flag. `woken`: the receipt a lingering wait already moved
+    there, counted in and first."""
+    return redis_client.conn.eval(_CLAIM, 5, RECEIPT_QUEUE, receipts_claimed_key(job_id), RECEIPT_DRAIN_FLAG,
+                                  RECEIPT_CLAIMS, RECEIPT_LINGERING, count, "1" if first else "0", job_id,
+                                  RECEIPT_CLAIMED_TTL, woken or "")
 
 
 def release_receipts(job_id: str) -> None:
@@ -117,8 +121,10 @@ def rescue_receipts() -> int:
 
 _CLAIM = """
 if ARGV[2] == '1' then redis.call('DEL', KEYS[3]) end
+redis.call('ZREM', KEYS[5], ARGV[3])
 local items = {}
-for i = 1, tonumber(ARGV[1]) do
+if ARGV[5] ~= '' then items[1] = ARGV[5] end
+for i = #items + 1, tonumber(ARGV[1]) do
   local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not item then break end
   items[#items + 1] = item
@@ -142,10 +148,12 @@ return n
 """
 
 
-def linger_for_receipts(job_id: str, milliseconds: int, stopping) -> bool:
-    """An idle receipt drain job's wait for more (jobs/enqueue.py linger)."""
-    return linger(RECEIPT_QUEUE, RECEIPT_DRAIN_FLAG, job_id, milliseconds, stopping)
+def linger_for_receipts(job_id: str, milliseconds: int, stopping) -> bytes | bool:
+    """An idle receipt drain job's wait for more (jobs/enqueue.py linger). The job is named in
+    RECEIPT_CLAIMS while it waits, so a receipt its wait took is rescued if the job dies."""
+    return linger(RECEIPT_QUEUE, RECEIPT_LINGERING, RECEIPT_CLAIMS, receipts_claimed_key(job_id), job_id,
+                  milliseconds, stopping)
 
 
 def let_go_of_receipts(job_id: str) -> None:
-    let_go(RECEIPT_QUEUE, RECEIPT_DRAIN_FLAG, job_id)
+    let_go(RECEIPT_QUEUE, RECEIPT_LINGERING, job_id)

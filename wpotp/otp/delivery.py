@@ -145,18 +145,21 @@ def drain_sends(job_id: str) -> str:
     started = time.monotonic()
     outcomes: dict[str, int] = {}
     first = True
+    woken = None  # a send a lingering wait took, not claimed yet
     with ThreadPoolExecutor(max_workers=size, thread_name_prefix="send") as pool:
         while not (stopping and stopping()):
-            claimed = queue.claim_sends(job_id, size, first)
-            first = False
+            claimed = queue.claim_sends(job_id, size, first, woken)
+            first, woken = False, None
             if not claimed:
-                # Nothing left: wait a while for more (holding the drain flag) rather than leave each
-                # next arrival an RQ job of its own.
-                if time.monotonic() - started < queue.DRAIN_FOR and queue.linger(job_id, linger_ms, stopping):
-                    continue
-                break
+                # Nothing left: wait a while for more, as a lingering job, rather than leave each next
+                # arrival an RQ job of its own.
+                got = queue.linger(job_id, linger_ms, stopping) if time.monotonic() - started < queue.DRAIN_FOR \
+                    else False
+                if got is False:
+                    break
+                woken = None if got is True else got
+                continue
             if len(claimed) == size:
-                queue.let_go(job_id)  # a hold from lingering would keep the second job from being made pending
                 queue.ensure_drain()  # more may wait: a second drain job for a free slot, if none is pending
             results = deliver_batch([item for _raw, item in claimed], pool, app, stopping)
             unstarted = [raw for (raw, _item), outcome in zip(claimed, results, strict=True) if outcome == "unstarted"]
@@ -169,6 +172,8 @@ def drain_sends(job_id: str) -> str:
                 queue.hand_on()  # the list may not be empty: a successor takes over
                 break
     queue.let_go(job_id)
+    if woken is not None:  # the worker stopped as a wait took a send: back to the list with it
+        queue.give_back_unstarted(job_id, [woken])
     if stopping and stopping():
         queue.hand_on_stopping()
         outcomes["stopped"] = 1

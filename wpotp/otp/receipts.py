@@ -505,17 +505,25 @@ def drain_receipts(job_id: str) -> str:
     started = time.monotonic()
     total = applied = 0
     first = True
+    woken = None  # a receipt a lingering wait took, not claimed yet
     while True:
-        claimed = queue.claim_receipts(job_id, size, first)
-        first = False
+        claimed = queue.claim_receipts(job_id, size, first, woken)
+        first, woken = False, None
         if not claimed:
-            # Nothing left: wait a while for more (holding the drain flag), not a job per receipt POST.
-            if time.monotonic() - started < queue.RECEIPT_DRAIN_FOR and not (stopping and stopping()) \
-                    and queue.linger_for_receipts(job_id, linger_ms, stopping):
-                continue
-            break
+            # Nothing left: wait a while for more, as a lingering job, not a job per receipt POST.
+            got = False
+            if time.monotonic() - started < queue.RECEIPT_DRAIN_FOR and not (stopping and stopping()):
+                got = queue.linger_for_receipts(job_id, linger_ms, stopping)
+            if got is False:
+                break
+            if stopping and stopping():  # what the wait took goes back to the head of the queue
+                queue.let_go_of_receipts(job_id)
+                queue.give_back_receipts(job_id)
+                queue.ensure_receipt_drain()
+                break
+            woken = None if got is True else got
+            continue
         if len(claimed) == size:
-            queue.let_go_of_receipts(job_id)  # a hold from lingering would keep the second job from pending
             queue.ensure_receipt_drain()
         batch = []
         for raw in claimed:
