@@ -23,15 +23,19 @@ class Key:
 
 
 def make_key(app, app_name: str = "default", mode: str = "test", **app_settings) -> Key:
-    """An app (created if missing, with `app_settings`) and a fresh API key for it."""
+    """An app (created if missing, with `app_settings`) and a fresh API key for it, in one commit
+    (the ids read before it, so no row is read back after it)."""
     with app.app_context():
         owner = db.session.query(App).filter_by(name=app_name).first()
         if owner is None:
             owner = App(name=app_name, **app_settings)
             db.session.add(owner)
-            db.session.commit()
-        key, secret = issue_key(owner, mode)
-        return Key(secret=secret, key_id=key.id, app_id=owner.id, mode=mode)
+            db.session.flush()  # its id, which the key takes
+        key, secret = issue_key(owner, mode, commit=False)
+        db.session.flush()
+        found = Key(secret=secret, key_id=key.id, app_id=owner.id, mode=mode)
+        db.session.commit()
+        return found
 
 
 def in_threads(count: int, func) -> list:

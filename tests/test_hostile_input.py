@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import os
@@ -228,15 +229,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def gunicorn(backend, app, api_key):
+@pytest.fixture(scope="module")
+def gunicorn_server(backend, app_pool):
     """`gunicorn -c gunicorn.conf.py wsgi:app` as operators run it, on a free port, on the test
-    database and Redis (one worker, two threads); yields its (host, port)."""
+    database and Redis (one worker, two threads); yields its (host, port). One per backend for the
+    module's tests: it keeps no state of its own between them (the database and Redis it reads are
+    emptied before each test, as for any other), and starting it is most of what each test cost."""
     _name, url, instance = backend
+    app, pool_key = app_pool.lend({})
+    keys = {name: app.config[name] for name in ("OTP_HASH_KEY", "SECRET_KEY")}
+    app_pool.take_back(app, pool_key, copy.deepcopy(dict(app.config)), dict(app.extensions))
     port = _free_port()
     # The test app's keys, whichever instance directory they came from: the API key must hash alike.
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": TEST_REDIS_URL, "WPOTP_INSTANCE_DIR": str(instance),
-           "OTP_HASH_KEY": app.config["OTP_HASH_KEY"], "SECRET_KEY": app.config["SECRET_KEY"],
+           **keys,
            "WPOTP_ENV": "development", "BIND_HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1",
            "WEB_THREADS": "2"}
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
@@ -254,6 +260,13 @@ def gunicorn(backend, app, api_key):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def gunicorn(gunicorn_server, app, api_key):
+    """The module's gunicorn (gunicorn_server), for a test whose database and Redis are fresh and
+    whose API key is made."""
+    return gunicorn_server
 
 
 def raw(address, request: bytes) -> bytes:

@@ -121,19 +121,32 @@ def console_paths(seeded: dict) -> list[str]:
 
 def english_left(text: str, catalogue: list) -> list[str]:
     """Catalogue wording (English, translated differently in Turkish) found in `text`."""
-    found = []
-    for m in catalogue:
-        source = m.id if isinstance(m.id, str) else m.id[0]
-        target = m.string if isinstance(m.string, str) else m.string[0]
-        if source == target:
-            continue
-        for piece in PLACEHOLDER.split(source):
-            piece = piece.strip(" .,:;()…→←·")
-            if len(piece) >= 4 and re.search(r"[A-Za-z]{3}", piece) and re.search(
-                    r"(?<![\w./-])" + re.escape(piece) + r"(?![\w'’-])", text):
-                found.append(piece)
+    # `piece in text` first: the pattern can match only where the piece itself is, and the
+    # substring test is a hundred times cheaper than the search with its lookarounds.
+    found = [piece for piece, pattern in _english_patterns(catalogue) if piece in text and pattern.search(text)]
     found += [f"word {w!r}" for w in ENGLISH_WORDS.findall(text)]
     return sorted(set(found))
+
+
+_PATTERNS: dict[int, tuple[list, list[tuple[str, re.Pattern]]]] = {}
+
+
+def _english_patterns(catalogue: list) -> list[tuple[str, re.Pattern]]:
+    """(piece, its compiled pattern) for every piece of catalogue wording english_left looks for,
+    compiled once per catalogue (there are more than re's cache holds)."""
+    if id(catalogue) not in _PATTERNS or _PATTERNS[id(catalogue)][0] is not catalogue:
+        patterns = []
+        for m in catalogue:
+            source = m.id if isinstance(m.id, str) else m.id[0]
+            target = m.string if isinstance(m.string, str) else m.string[0]
+            if source == target:
+                continue
+            for piece in PLACEHOLDER.split(source):
+                piece = piece.strip(" .,:;()…→←·")
+                if len(piece) >= 4 and re.search(r"[A-Za-z]{3}", piece):
+                    patterns.append((piece, re.compile(r"(?<![\w./-])" + re.escape(piece) + r"(?![\w'’-])")))
+        _PATTERNS[id(catalogue)] = (catalogue, patterns)
+    return _PATTERNS[id(catalogue)][1]
 
 
 def test_every_page_in_turkish_shows_no_untranslated_english(app, client, run_worker, live_server, new_page):

@@ -5,6 +5,7 @@ Every thread is released by a barrier and talks HTTP through its own test client
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import threading
@@ -101,14 +102,19 @@ def otp_writes_held(app):
         engine.dispose()
 
 
+# An INSERT or UPDATE of `otps`, also inside a CTE: on PostgreSQL the send writes the row with
+# `WITH new_otp AS (INSERT INTO otps ...)`, which a prefix test missed, so there every forced race
+# waited out _forced_race's 10 s deadline instead of ending once all calls were at the line.
+OTP_WRITE = re.compile(r"\s*(WITH\s+\w+\s+AS\s*\(\s*)?(INSERT\s+INTO|UPDATE)\s+otps\b", re.IGNORECASE)
+
+
 def _waiting_at_otp_write(ident: int) -> bool:
     """Is this thread inside the database driver, executing an INSERT or UPDATE of `otps`?"""
     frame = sys._current_frames().get(ident)
     while frame is not None:
         if frame.f_code.co_name == "do_execute":
             statement = frame.f_locals.get("statement")
-            return isinstance(statement, str) and \
-                statement.lstrip().upper().startswith(("INSERT INTO OTPS", "UPDATE OTPS"))
+            return isinstance(statement, str) and OTP_WRITE.match(statement) is not None
         frame = frame.f_back
     return False
 
