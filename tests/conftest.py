@@ -142,10 +142,10 @@ class AppPool:
     to one test at a time, so a test pays no create_app (nor a new engine) for the settings and
     environment an earlier test asked for. A lent app is as create_app left it: its config and
     extensions are put back to how they were right after it was built (a test may change
-    `app.config`; caches refill), its Redis pool is as it was built (or new, see _restore), and
-    create_app's process-wide steps (the limiter's storage, the log level) are done again for it.
-    Within one test every call still gets an app of its own. Apps aimed at a test's own servers
-    (an override ending in _URL or _URI) are built fresh and disposed after the test, as before."""
+    `app.config`; caches refill), its Redis pool is new, and create_app's process-wide steps (the
+    limiter's storage, the log level) are done again for it. Within one test every call still gets
+    an app of its own. Apps aimed at a test's own servers (an override ending in _URL or _URI) are
+    built fresh and disposed after the test, as before."""
 
     MAX_IDLE = 16  # idle apps kept; the least recently used beyond that are disposed
     IDLE_CONNECTIONS = 2  # an app back from a test with more idle database connections closes them
@@ -167,9 +167,7 @@ class AppPool:
             self.order.remove((key, app))
             _restore(app, config, extensions)
             return app, key
-        app = create_app(TestConfig(self.url, self.instance, **overrides))
-        app._pool_kwargs = dict(app.extensions["wpotp_redis"].connection_pool.connection_kwargs)
-        return app, key
+        return create_app(TestConfig(self.url, self.instance, **overrides)), key
 
     def take_back(self, app: Flask, key: str | None, config: dict, extensions: dict) -> None:
         with app.app_context():
@@ -198,25 +196,10 @@ def _restore(app: Flask, config: dict, extensions: dict) -> None:
     app.config.update(copy.deepcopy(config))
     app.extensions.clear()
     app.extensions.update(extensions)
-    conn = app.extensions["wpotp_redis"]
-    if not _pool_as_built(conn, app):
-        conn.close()
-        redis_client.init_app(app)  # a fresh pool
-    app._pool_kwargs = dict(app.extensions["wpotp_redis"].connection_pool.connection_kwargs)
+    app.extensions["wpotp_redis"].close()
+    redis_client.init_app(app)  # a fresh pool: RQ widens the socket timeout of a pool it is handed
     configure_logging(app)  # the `wpotp` logger's level is process-wide: the last app built set it
     init_limiter(app)  # so is the limiter's storage (Flask-Limiter keeps one per Limiter)
-
-
-def _pool_as_built(conn, app: Flask) -> bool:
-    """Whether the app's Redis pool can be lent again as it is: no connection still checked out
-    (a thread of the last test may hold one) and its connection settings as they were when it was
-    built. RQ widens the socket timeout of a pool it is handed (Worker._set_connection updates
-    `connection_kwargs`), so such a pool is replaced, as every pool was before; keeping the others
-    saves each test the ~3 ms handshake of every new connection."""
-    pool = getattr(conn, "connection_pool", None)
-    built = getattr(app, "_pool_kwargs", None)
-    return (type(pool) is redis.ConnectionPool and built is not None and pool.connection_kwargs == built
-            and not pool._in_use_connections)
 
 
 @pytest.fixture(scope="session")
