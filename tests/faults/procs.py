@@ -306,6 +306,15 @@ class WorkerProc:
             self.signal(signal.SIGKILL, group=True)
         self.proc.wait(timeout=30)
 
+    def stop_gracefully(self, timeout: float = 15) -> str:
+        """SIGTERM, as systemd stops it: it must exit with 0 within `timeout` seconds without
+        handing back a job it could not finish in time. Returns its log."""
+        self.signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=timeout) == 0, self.log()
+        log = self.log()
+        assert "did not finish in time" not in log, log
+        return log
+
     def children(self) -> list[int]:
         """Pids whose parent is this process (from /proc)."""
         found = []
