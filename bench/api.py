@@ -518,7 +518,11 @@ class ReceiptPoster:
 
         conn = redis.Redis.from_url(REDIS_URL)
         deadline = time.monotonic() + timeout
-        while (conn.llen("wpotp:receiptq") or conn.scard("wpotp:receiptq:claims")) and time.monotonic() < deadline:
+        def claimed() -> int:  # a lingering drain job is named in the claims set with nothing claimed
+            return sum(conn.llen(f"wpotp:receiptq:claimed:{job.decode()}")
+                       for job in conn.smembers("wpotp:receiptq:claims"))
+
+        while (conn.llen("wpotp:receiptq") or claimed()) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def stop(self) -> None:

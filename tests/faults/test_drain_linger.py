@@ -19,7 +19,7 @@ from tests.providers.cloud_api.graph import GraphDouble, status_item
 from tests.providers.cloud_api.support import post_receipts
 from wpotp.extensions import db
 from wpotp.jobs.enqueue import LINGERING
-from wpotp.jobs.receipt_queue import RECEIPT_LINGERING
+from wpotp.jobs.receipt_queue import RECEIPT_CLAIMS, RECEIPT_LINGERING
 from wpotp.models import Otp
 
 from .procs import RedisServer, WorkerProc, wait_until, worker_env
@@ -152,6 +152,11 @@ def test_a_lingering_receipt_drain_job_applies_the_receipts_that_trickle_in(make
                            {m.decode() for m in redis.zrange(RECEIPT_LINGERING, 0, -1)} == _receipt_jobs(redis),
                            10, what="the receipt drain job to linger", every=0.05)
             assert len(_receipt_jobs(redis)) == 1, worker.log()
+            # Nothing more comes: the job ends, and with nothing claimed it is no longer named among
+            # the jobs holding claimed receipts (which the sweep and the bench read).
+            (job,) = _receipt_jobs(redis)
+            wait_until(lambda: redis.hget(f"rq:job:{job}", "status") == b"finished", 30, what="the job to end")
+            assert not redis.sismember(RECEIPT_CLAIMS, job) and redis.zrange(RECEIPT_LINGERING, 0, -1) == []
         finally:
             worker.stop()
 

@@ -422,9 +422,12 @@ return 1
 """
 
 # Leave the LINGERING set; with ARGV[2] == '1' only while the list is empty (1: left, 0: items wait).
+# KEYS[3], KEYS[4]: the claims set and the job's CLAIMED list, as for _HOLD: a job whose CLAIMED list
+# is empty is no longer named in the claims set once it stops waiting.
 _LET_GO = """
 if ARGV[2] == '1' and redis.call('LLEN', KEYS[1]) > 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+if KEYS[3] ~= KEYS[1] and redis.call('LLEN', KEYS[4]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 return 1
 """
 
@@ -445,15 +448,15 @@ def linger(list_key: str, lingering_key: str, claims_key: str, claimed: str, job
             return held == 2
         left = deadline - time.monotonic()
         if left <= 0 or (stopping is not None and stopping()):
-            return not int(conn.eval(_LET_GO, 2, list_key, lingering_key, job_id, "1"))
+            return not int(conn.eval(_LET_GO, 4, list_key, lingering_key, claims_key, claimed, job_id, "1"))
         item = conn.blmove(list_key, claimed, round(min(LINGER_SLICE, left), 3), "LEFT", "RIGHT")
         if item is not None:
             return item
 
 
-def let_go(list_key: str, lingering_key: str, job_id: str) -> None:
+def let_go(list_key: str, lingering_key: str, claims_key: str, claimed: str, job_id: str) -> None:
     """Leave the LINGERING set, if in it (the job's end)."""
-    redis_client.conn.eval(_LET_GO, 2, list_key, lingering_key, job_id, "0")
+    redis_client.conn.eval(_LET_GO, 4, list_key, lingering_key, claims_key, claimed, job_id, "0")
 
 
 def linger_for_sends(job_id: str, milliseconds: int, stopping: Callable[[], bool] | None) -> bytes | bool:
@@ -461,4 +464,4 @@ def linger_for_sends(job_id: str, milliseconds: int, stopping: Callable[[], bool
 
 
 def let_go_of_sends(job_id: str) -> None:
-    let_go(READY_KEY, LINGERING, job_id)
+    let_go(READY_KEY, LINGERING, READY_KEY, claimed_key(job_id), job_id)

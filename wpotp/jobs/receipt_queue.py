@@ -156,4 +156,4 @@ def linger_for_receipts(job_id: str, milliseconds: int, stopping) -> bytes | boo
 
 
 def let_go_of_receipts(job_id: str) -> None:
-    let_go(RECEIPT_QUEUE, RECEIPT_LINGERING, job_id)
+    let_go(RECEIPT_QUEUE, RECEIPT_LINGERING, RECEIPT_CLAIMS, receipts_claimed_key(job_id), job_id)
