@@ -298,8 +298,9 @@ class Config:
         self.RECEIPT_BATCH = env_int("RECEIPT_BATCH", 100, minimum=0)
         # Milliseconds a send or receipt drain job with nothing left waits for more before it ends (its
         # worker not in burst mode): at a steady rate one job keeps draining instead of one RQ job per
-        # arrival (jobs/enqueue.py linger). 0: a drain job ends as soon as its list is empty.
-        self.DRAIN_LINGER_MS = env_int("DRAIN_LINGER_MS", 2000, minimum=0)
+        # arrival (jobs/enqueue.py linger). 0 (the default): a drain job ends as soon as its list is
+        # empty. Off by default: near the box's limit it cost the workers more CPU (docs/performance.md).
+        self.DRAIN_LINGER_MS = env_int("DRAIN_LINGER_MS", 0, minimum=0)
         if self.RECEIPT_BATCH > 1000:
             raise ConfigError(f"RECEIPT_BATCH must be at most 1000, not {self.RECEIPT_BATCH}")
         self.SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 15, minimum=1)

@@ -42,7 +42,7 @@ class ServiceSettings:
     redis_min_replicas: int = 0  # REDIS_MIN_REPLICAS: replicas that must hold a send's hand-off before its 201
     redis_replica_timeout: int = 500  # REDIS_REPLICA_TIMEOUT: milliseconds they have to take it
     retention_interval: int = 3600  # RETENTION_INTERVAL: seconds between the periodic retention jobs
-    drain_linger_ms: int = 2000  # DRAIN_LINGER_MS: how long an idle drain job waits for more before it ends
+    drain_linger_ms: int = 0  # DRAIN_LINGER_MS: how long an idle drain job waits for more before it ends
 
     @classmethod
     def from_config(cls, config: Mapping) -> ServiceSettings:
@@ -65,7 +65,7 @@ class ServiceSettings:
                    redis_min_replicas=int(config.get("REDIS_MIN_REPLICAS", 0)),
                    redis_replica_timeout=int(config.get("REDIS_REPLICA_TIMEOUT", 500)),
                    retention_interval=int(config.get("RETENTION_INTERVAL", 3600)),
-                   drain_linger_ms=int(config.get("DRAIN_LINGER_MS", 2000)))
+                   drain_linger_ms=int(config.get("DRAIN_LINGER_MS", 0)))
 
 
 def refresh_settings(app: Flask) -> ServiceSettings:
