@@ -25,9 +25,10 @@ from wpotp.models import Otp
 from .procs import RedisServer, WorkerProc, wait_until, worker_env
 
 
-def _drain_jobs(redis) -> set[str]:
-    """The ids of the drain jobs RQ has (kept SEND_RESULT_TTL seconds after they end)."""
-    return {key.decode().removeprefix("rq:job:") for key in redis.keys("rq:job:drain-*")
+def _drain_jobs(redis, prefix: str = "drain-") -> set[str]:
+    """The ids of the drain jobs RQ has (kept SEND_RESULT_TTL seconds after they end); `rdrain-`
+    for the receipt drain jobs."""
+    return {key.decode().removeprefix("rq:job:") for key in redis.keys(f"rq:job:{prefix}*")
             if key.count(b":") == 2}
 
 
@@ -162,4 +163,4 @@ def test_a_lingering_receipt_drain_job_applies_the_receipts_that_trickle_in(make
 
 
 def _receipt_jobs(redis) -> set[str]:
-    return {key.decode().removeprefix("rq:job:") for key in redis.keys("rq:job:rdrain-*") if key.count(b":") == 2}
+    return _drain_jobs(redis, "rdrain-")

@@ -146,6 +146,7 @@ def drain_sends(job_id: str) -> str:
     outcomes: dict[str, int] = {}
     first = True
     woken = None  # a send a lingering wait took, not claimed yet
+    lingered = False
     with ThreadPoolExecutor(max_workers=size, thread_name_prefix="send") as pool:
         while not (stopping and stopping()):
             claimed = queue.claim_sends(job_id, size, first, woken)
@@ -157,6 +158,7 @@ def drain_sends(job_id: str) -> str:
                     else False
                 if got is False:
                     break
+                lingered = True
                 woken = None if got is True else got
                 continue
             if len(claimed) == size:
@@ -171,7 +173,8 @@ def drain_sends(job_id: str) -> str:
             if time.monotonic() - started >= queue.DRAIN_FOR:
                 queue.hand_on()  # the list may not be empty: a successor takes over
                 break
-    queue.let_go(job_id)
+    if lingered:  # a stop may have come while it was among the lingering jobs
+        queue.let_go(job_id)
     if woken is not None:  # the worker stopped as a wait took a send: back to the list with it
         queue.give_back_unstarted(job_id, [woken])
     if stopping and stopping():

@@ -506,6 +506,7 @@ def drain_receipts(job_id: str) -> str:
     total = applied = 0
     first = True
     woken = None  # a receipt a lingering wait took, not claimed yet
+    lingered = stopped = False
     while True:
         claimed = queue.claim_receipts(job_id, size, first, woken)
         first, woken = False, None
@@ -516,10 +517,9 @@ def drain_receipts(job_id: str) -> str:
                 got = queue.linger_for_receipts(job_id, linger_ms, stopping)
             if got is False:
                 break
-            if stopping and stopping():  # what the wait took goes back to the head of the queue
-                queue.let_go_of_receipts(job_id)
-                queue.give_back_receipts(job_id)
-                queue.ensure_receipt_drain()
+            lingered = True
+            if stopping and stopping():
+                stopped = True
                 break
             woken = None if got is True else got
             continue
@@ -545,5 +545,9 @@ def drain_receipts(job_id: str) -> str:
         if time.monotonic() - started >= queue.RECEIPT_DRAIN_FOR:
             queue.hand_on_receipts()
             break
-    queue.let_go_of_receipts(job_id)
+    if lingered:
+        queue.let_go_of_receipts(job_id)  # first: a job still among the lingering would keep the next from pending
+    if stopped:  # the worker stopped as the wait ended: what it took back to the head of the queue
+        queue.give_back_receipts(job_id)
+        queue.ensure_receipt_drain()
     return f"receipts={total} applied={applied}"
