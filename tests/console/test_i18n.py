@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from tests.helpers import make_key
@@ -206,7 +207,9 @@ def test_the_header_switch_changes_the_language_and_remembers_it(app, live_serve
     page = logged_in_page("viewer", locale="en-US")
     page.goto(live_server.url("/console/keys"))
     page.select_option("#language-switch", "tr")
-    page.wait_for_function("document.documentElement.lang === 'tr'")
+    # The switch submits a form: while the next page loads there is no <html> element to read, so wait with a
+    # locator assertion (it retries across the navigation) rather than a script that would read null.
+    expect(page.locator("html")).to_have_attribute("lang", "tr")
     assert page.url.endswith("/console/keys")
     assert page.inner_text("h1").startswith("API anahtarları")
     with app.app_context():
@@ -218,7 +221,9 @@ def test_the_header_switch_changes_the_language_and_remembers_it(app, live_serve
 def test_the_login_page_switch_works_before_sign_in(app, live_server, page):
     page.goto(live_server.url("/console/login"))
     page.select_option("#language-switch", "tr")
-    page.wait_for_function("document.documentElement.lang === 'tr'")
+    # The switch submits a form: while the next page loads there is no <html> element to read, so wait with a
+    # locator assertion (it retries across the navigation) rather than a script that would read null.
+    expect(page.locator("html")).to_have_attribute("lang", "tr")
     assert page.inner_text("button[type=submit]") == "Giriş yap"
 
 
