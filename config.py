@@ -257,6 +257,11 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_db)
         # DATABASE_URL goes through PgBouncer in transaction mode (or another transaction pooler).
         self.DATABASE_TRANSACTION_POOLING = env_bool("DATABASE_TRANSACTION_POOLING", False)
+        # A pooled connection that sat unused this many milliseconds is tested (SELECT 1) before it is
+        # handed out; one used more recently is not (wpotp/__init__.py _ping_when_idle). 0: test on
+        # every checkout (SQLAlchemy's pool_pre_ping). A dead connection that slips through fails its
+        # request with a 503 and makes the pool drop every connection as old as it.
+        self.DATABASE_PING_AFTER_MS = env_int("DATABASE_PING_AFTER_MS", 1000, minimum=0)
         # redis://, rediss://, unix:// or redis+sentinel://host:port[,host:port]/service_name[/db]
         # (wpotp/redis_url.py reads them all; every Redis client of wpotp comes from there).
         self.REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -423,7 +428,8 @@ class Config:
         storage_uri, storage_options = limiter_storage(self.RATELIMIT_STORAGE_URI, self.REDIS_SENTINEL_PASSWORD,
                                                        **APP_POOL)
         cfg.update(
-            SQLALCHEMY_ENGINE_OPTIONS=engine_options(self.SQLALCHEMY_DATABASE_URI, self.DATABASE_TRANSACTION_POOLING),
+            SQLALCHEMY_ENGINE_OPTIONS=engine_options(self.SQLALCHEMY_DATABASE_URI, self.DATABASE_TRANSACTION_POOLING,
+                                                     ping_every_checkout=self.DATABASE_PING_AFTER_MS == 0),
             # A Sentinel URL becomes the form Flask-Limiter (`limits`) takes, plus options (redis_url.py).
             RATELIMIT_STORAGE_URI=storage_uri,
             RATELIMIT_STORAGE_OPTIONS=storage_options,
@@ -468,7 +474,7 @@ class TestConfig(Config):
             setattr(self, key, value)
 
 
-def engine_options(url: str, transaction_pooling: bool = False) -> dict:
+def engine_options(url: str, transaction_pooling: bool = False, ping_every_checkout: bool = True) -> dict:
     if url.startswith("sqlite"):
         # Writers wait for each other instead of failing with "database is locked". No cap on the
         # pool (pool_size=0): a thread holding the write lock may need a second connection (the
@@ -476,7 +482,7 @@ def engine_options(url: str, transaction_pooling: bool = False) -> dict:
         # 16 threads could take them all waiting for that lock: every writer stalled until a
         # 30 s timeout (issue 18). SQLite connections are files; one per thread, two at most.
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": 0}
-    options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_timeout": 30}
+    options = {"pool_pre_ping": ping_every_checkout, "pool_size": 10, "max_overflow": 20, "pool_timeout": 30}
     if transaction_pooling:
         # PgBouncer in transaction mode (before 1.21, or without max_prepared_statements) hands each
         # transaction whichever server connection is free: a statement psycopg prepared on one is

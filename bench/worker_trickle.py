@@ -8,7 +8,9 @@ worker` processes send them to the Graph API double (another process, answering 
 no receipts are posted. Each round starts fresh workers with DRAIN_LINGER_MS=2000 (on) and =0
 (off), alternating, and prints the worker processes' CPU (utime + stime from /proc, over the
 window from the first send to the last provider request) per send, how many drain jobs ran, and
-the wait from the 201 to the provider request. Asserts nothing; not part of `make test`.
+the wait from the 201 to the provider request. With --profile DIR, py-spy samples each worker
+process through each round (DIR/<on|off>-<pid>.txt, raw folded stacks; `bench/profile_top.py DIR on`
+reads them). Asserts nothing; not part of `make test`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +52,10 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--latency", type=float, default=0.15)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each worker process (raw stacks)")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     import redis
 
@@ -73,6 +79,11 @@ def main() -> None:
             time.sleep(3)  # up, idle, the warm-up send (if any) drained
             double.reset()
             conn.delete(*conn.keys("rq:job:drain-*") or ["-"])
+            spy = str(Path(sys.executable).parent / "py-spy")
+            spies = [subprocess.Popen([spy, "record", "--gil", "--subprocesses", "-r", "200", "-f", "raw",
+                                       "-o", str(args.profile / f"{mode}-{w.pid}.txt"), "-p", str(w.pid)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for w in workers] if args.profile else []
             before = sum(cpu_seconds(w.pid) for w in workers)
             accepted = {}
             started = time.monotonic()
@@ -85,6 +96,8 @@ def main() -> None:
             cpu = sum(cpu_seconds(w.pid) for w in workers) - before
             jobs = len([k for k in conn.keys("rq:job:drain-*") if k.count(b":") == 2])
             stop_workers(workers)
+            for spy in spies:  # each ends with its worker and writes its file
+                spy.wait(timeout=30)
             waits = sorted(1000 * (at - accepted[to]) for at, to in double.arrivals if to in accepted)
             offset += args.sends
             results[mode].append((1000 * cpu / args.sends, jobs, statistics.median(waits)))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 from flask import Flask, redirect, request, url_for
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -47,6 +49,7 @@ def create_app(config: Config | None = None) -> Flask:
     refresh_settings(app)  # the services' settings, read from app.config once (settings.py)
     with app.app_context():
         _tune_sqlite(db.engine)
+        _ping_when_idle(db.engine, app.config["DATABASE_PING_AFTER_MS"] / 1000)
 
     from . import models
     from .api import bp as api_bp
@@ -134,6 +137,36 @@ def _check_provider(app: Flask) -> None:
     problems = sms_provider_problems(app.config, sms)
     if problems:
         raise ConfigError(f"SMS_PROVIDER={sms} is not configured: " + "; ".join(problems))
+
+
+def _ping_when_idle(engine, after: float) -> None:
+    """SQLAlchemy's pool_pre_ping, for connections that sat in the pool `after` seconds or more.
+
+    pool_pre_ping tests every connection the pool hands out: one more round trip to the database
+    on every request and twice per send batch. A connection checked in moments ago is all but
+    certainly alive; one that waited (through a restart, a failover, a pooler's idle timeout) is
+    tested, and a dead one is replaced before anybody uses it (DisconnectionError: the pool
+    reconnects, up to three times). The rare dead one that slips through (the server went away
+    within `after`) fails its statement as it would without a pool; SQLAlchemy then invalidates
+    every connection as old as it, the request answers 503 and the next ones reconnect.
+    after=0 (DATABASE_PING_AFTER_MS=0) leaves pool_pre_ping on instead. SQLite has nothing to ping."""
+    if after <= 0 or engine.dialect.name == "sqlite":
+        return
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _idle_since(_dbapi_conn, record):
+        record.info["wpotp_idle_since"] = time.monotonic()  # .info goes with the DBAPI connection
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy):
+        since = record.info.get("wpotp_idle_since")
+        if since is None or time.monotonic() - since < after:  # new, or back in the pool only just now
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001  (any failure: this connection is not to be used)
+            raise sa_exc.DisconnectionError(f"the pooled connection failed its ping: {exc}") from exc
 
 
 def _tune_sqlite(engine) -> None:
