@@ -11,16 +11,20 @@ signed POST /webhooks/whatsapp each, through the app (Flask's test client):
    RQ SimpleWorker `wpotp worker` runs) in burst mode drains the queue in batches.
 
 Prints the process CPU per receipt of the web and worker parts of each, their sum and the ratios
-(batch / inline). PostgreSQL's and Redis's own CPU is not in these figures. Asserts nothing.
+(batch / inline). PostgreSQL's and Redis's own CPU is not in these figures. With --top N, a second,
+profiled pass of the batch path's web requests prints the N functions with the most cumulative
+time under cProfile (read them as shares: cProfile inflates the figures). Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
 import hmac
 import json
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--otps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--sqlite", action="store_true")
+    parser.add_argument("--top", type=int, default=0, help="profile the batch path's web requests: top N")
     args = parser.parse_args()
 
     import redis
@@ -147,6 +152,14 @@ def main() -> None:
               f"{'':<22}{r['sql']:6.2f}{r['redis']:7.2f}")
     total = (batch["web"] + batch["worker"]) / (inline["web"] + inline["worker"])
     print(f"  ratio batch/inline: web {batch['web'] / inline['web']:.2f}, total {total:.2f}")
+    if args.top:
+        app.config["RECEIPT_BATCH"] = args.batch
+        calls = bodies(sent_otps(args.otps))
+        profile = cProfile.Profile()
+        profile.runcall(post, calls)
+        print(f"\nweb requests of the batch path under cProfile, top {args.top} by cumulative time:")
+        pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(args.top)
+        work()
     double.close()
 
 

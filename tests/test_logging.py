@@ -40,6 +40,27 @@ def test_request_log_redacts_the_gateway_token(make_app, app):
     assert any("/webhooks/gateway/***" in line for line in lines.lines)
 
 
+def test_the_request_line_names_method_path_status_time_and_client(app):
+    lines = Lines()
+    logger = logging.getLogger("wpotp.request")
+    logger.addHandler(lines)
+    try:
+        r = app.test_client().get("/healthz", environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    finally:
+        logger.removeHandler(lines)
+    assert r.status_code == 200
+    method, path, status, took, client = lines.lines[-1].split()
+    assert (method, path, status, client) == ("GET", "/healthz", "200", "203.0.113.7")
+    assert took.endswith("ms") and float(took[:-2]) >= 0
+
+
+def test_gunicorn_writes_no_second_line_per_request_unless_web_access_log_names_a_file(monkeypatch):
+    monkeypatch.delenv("WEB_ACCESS_LOG", raising=False)
+    assert gunicorn_settings().accesslog is None  # wpotp.request already logs every request
+    monkeypatch.setenv("WEB_ACCESS_LOG", "-")
+    assert gunicorn_settings().accesslog == "-"
+
+
 def test_loggable_path_keeps_other_paths():
     assert loggable_path("/v1/otp/otp_abc/verify") == "/v1/otp/otp_abc/verify"
     assert loggable_path(f"/webhooks/gateway/{TOKEN}/messages.update") == "/webhooks/gateway/***/messages.update"

@@ -99,8 +99,8 @@ def install_request_id(app: Flask) -> None:
     def _finish(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if "started" in g:
-            log.info("%s %s %s %.1fms", request.method, loggable_path(request.path), response.status_code,
-                     (time.monotonic() - g.started) * 1000)
+            log.info("%s %s %s %.1fms %s", request.method, loggable_path(request.path), response.status_code,
+                     (time.monotonic() - g.started) * 1000, request.remote_addr or "-")
         return response
 
 
