@@ -222,3 +222,19 @@ def test_a_send_canceled_while_its_batch_is_at_the_provider_stays_canceled_and_t
         with web.app_context():
             sent = db.session.scalars(select(Event.otp_id).where(Event.type == "otp.sent")).all()
         assert sorted(sent) == sorted([ids[0], ids[2]])
+
+
+def test_the_next_claim_releases_the_previous_batch_in_the_same_script(batch, api_key):
+    """A drain job's next claim forgets the claims of its finished batch (release=True) and takes
+    the next ones, in one script: no round trip of its own for the release, and nothing waiting
+    is lost on the way."""
+    _queued(batch, api_key, 6)
+    with batch.app_context():
+        conn = redis_client.conn
+        first = claim_sends("drain-releasing", 4, first=True)
+        assert conn.llen(claimed_key("drain-releasing")) == 4
+        second = claim_sends("drain-releasing", 4, first=False, release=True)
+        assert len(second) == 2 and set(second).isdisjoint(first)
+        assert conn.lrange(claimed_key("drain-releasing"), 0, -1) == second  # only the new batch's claims
+        assert claim_sends("drain-releasing", 4, first=False, release=True) == []
+        assert conn.exists(claimed_key("drain-releasing")) == 0 and conn.llen(READY_KEY) == 0

@@ -274,6 +274,7 @@ def ensure_drain() -> str | None:
 
 
 _CLAIM = """
+if ARGV[8] == '1' then redis.call('DEL', KEYS[2]) end
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
 redis.call('ZREM', KEYS[4], ARGV[2])
 local items = {}
@@ -343,12 +344,16 @@ def hand_on_stopping() -> str | None:
     return enqueue_drain()
 
 
-def claim_sends(job_id: str, count: int, first: bool, woken: bytes | None = None) -> list[bytes]:
+def claim_sends(job_id: str, count: int, first: bool, woken: bytes | None = None, release: bool = False) \
+        -> list[bytes]:
     """Move up to `count` waiting sends into this drain job's CLAIMED list (one script, atomic);
     the first claim also clears the drain flag. `woken`: the send a lingering wait already moved
-    there (linger), counted in and first."""
+    there (linger), counted in and first. `release`: the previous batch is done (its rows are
+    committed): its CLAIMED list is emptied first, in the same script (release_claimed without a
+    round trip of its own)."""
     return redis_client.conn.eval(_CLAIM, 4, READY_KEY, claimed_key(job_id), DRAIN_FLAG, LINGERING, count, job_id,
-                                  "1" if first else "0", send_job_key(""), CLAIMED_TTL, READY_MARK, woken or "")
+                                  "1" if first else "0", send_job_key(""), CLAIMED_TTL, READY_MARK, woken or "",
+                                  "1" if release else "0")
 
 
 def send_list_depth(started_grace: float) -> dict[str, int]:

@@ -70,11 +70,12 @@ class RQJobQueue:
 
     # --- the drain job's side (the batch path) -------------------------------------------------
 
-    def claim_sends(self, job_id: str, count: int, first: bool, woken: bytes | None = None) \
-            -> list[tuple[bytes, tuple[str, int, int, int]]]:
+    def claim_sends(self, job_id: str, count: int, first: bool, woken: bytes | None = None,
+                    release: bool = False) -> list[tuple[bytes, tuple[str, int, int, int]]]:
         """Up to `count` waiting sends, claimed for this drain job: (raw item, parsed item) each
-        (`woken`: the one a lingering wait took, first)."""
-        return [(raw, enqueue.parse_item(raw)) for raw in enqueue.claim_sends(job_id, count, first, woken)]
+        (`woken`: the one a lingering wait took, first; `release`: forget the previous batch's
+        claims first, as release_claimed would)."""
+        return [(raw, enqueue.parse_item(raw)) for raw in enqueue.claim_sends(job_id, count, first, woken, release)]
 
     def release_claimed(self, job_id: str) -> None:
         enqueue.release_claimed(job_id)

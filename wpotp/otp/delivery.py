@@ -147,10 +147,11 @@ def drain_sends(job_id: str) -> str:
     first = True
     woken = None  # a send a lingering wait took, not claimed yet
     lingered = False
+    done_claims = False  # the last batch's claims, its rows committed: released by the next claim or at the end
     with ThreadPoolExecutor(max_workers=size, thread_name_prefix="send") as pool:
         while not (stopping and stopping()):
-            claimed = queue.claim_sends(job_id, size, first, woken)
-            first, woken = False, None
+            claimed = queue.claim_sends(job_id, size, first, woken, release=done_claims)
+            first, woken, done_claims = False, None, False
             if not claimed:
                 # Nothing left: wait a while for more, as a lingering job, rather than leave each next
                 # arrival an RQ job of its own.
@@ -169,10 +170,13 @@ def drain_sends(job_id: str) -> str:
                 queue.give_back_unstarted(job_id, unstarted)
             for outcome in results:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            queue.release_claimed(job_id)
+            done_claims = True
             if time.monotonic() - started >= queue.DRAIN_FOR:
-                queue.hand_on()  # the list may not be empty: a successor takes over
                 break
+    if done_claims:  # the job ends after a batch (its time is up, or its worker stops)
+        queue.release_claimed(job_id)
+        if not (stopping and stopping()):
+            queue.hand_on()  # its time is up and the list may not be empty: a successor takes over
     if lingered:  # a stop may have come while it was among the lingering jobs
         queue.let_go(job_id)
     if woken is not None:  # the worker stopped as a wait took a send: back to the list with it
