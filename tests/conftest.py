@@ -149,6 +149,10 @@ class AppPool:
 
     MAX_IDLE = 16  # idle apps kept; the least recently used beyond that are disposed
     IDLE_CONNECTIONS = 2  # an app back from a test with more idle database connections closes them
+    # Idle database connections kept open by all of this process's idle apps together: each
+    # pytest-xdist worker is one such process, and PostgreSQL's max_connections (100 by default)
+    # must leave room for the tests that open 20-50 at once beside them.
+    IDLE_CONNECTIONS_IN_ALL = 6
 
     def __init__(self, url: str, instance: Path):
         self.url, self.instance = url, instance
@@ -183,11 +187,31 @@ class AppPool:
             self.idle[old_key] = [entry for entry in self.idle[old_key] if entry[0] is not old_app]
             with old_app.app_context():
                 db.engine.dispose()
+        self._close_idle_connections()
+
+    def _close_idle_connections(self) -> None:
+        """Close the pools of the least recently used idle apps until all of them together keep at
+        most IDLE_CONNECTIONS_IN_ALL connections (a disposed pool reconnects when next lent)."""
+        open_ = [(app, _pooled(app)) for _key, app in self.order]
+        total = sum(count for _app, count in open_)
+        for app, count in open_:
+            if total <= self.IDLE_CONNECTIONS_IN_ALL:
+                break
+            if count:
+                with app.app_context():
+                    db.engine.dispose()
+                total -= count
 
     def close(self) -> None:
         for _key, app in self.order:
             with app.app_context():
                 db.engine.dispose()
+
+
+def _pooled(app: Flask) -> int:
+    """Connections open in the app's database pool and idle there."""
+    with app.app_context():
+        return db.engine.pool.checkedin()
 
 
 def _restore(app: Flask, config: dict, extensions: dict) -> None:

@@ -32,6 +32,18 @@ log = logging.getLogger("wpotp.api")
 OUTAGES = (*QUEUE_OUTAGES, OperationalError, InterfaceError)  # Redis or the database unreachable
 
 
+def outage_name(exc: BaseException) -> str:
+    """What failed, for the log: the exception's class and, for a database error, the driver's
+    class and SQLSTATE (`OperationalError (psycopg.errors.TooManyConnections, 53300)`). Never its
+    message: SQLAlchemy's quotes the statement and its parameters."""
+    name = type(exc).__name__
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        name += f" ({type(orig).__module__}.{type(orig).__name__}{', ' + state if state else ''})"
+    return name
+
+
 def envelope(err: WpotpError) -> Response:
     body: dict = {"code": err.code, "message": err.message}
     if err.details:
@@ -131,7 +143,7 @@ def as_error(exc: Exception) -> WpotpError:
     if isinstance(exc, WpotpError):
         return exc
     if isinstance(exc, OUTAGES):
-        log.error("backing service unavailable: %s", type(exc).__name__)
+        log.error("backing service unavailable: %s", outage_name(exc))
         return ServiceUnavailable()
     log.exception("unhandled error")
     err = WpotpError("Something went wrong on our side; nothing was changed.")
