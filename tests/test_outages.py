@@ -36,11 +36,16 @@ def test_redis_down_answers_503_and_writes_nothing(make_app, app, api_key):
         assert db.session.scalar(select(func.count()).select_from(Event)) == 0
 
 
-def test_database_down_answers_503(make_app, app, api_key, tmp_path):
+def test_database_down_answers_503(make_app, app, api_key, tmp_path, caplog):
     broken = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing-dir/x.db")
-    r = broken.test_client().post("/v1/otp/send", headers=api_key.headers, json={"recipient": "+905551112233"})
+    with caplog.at_level(logging.ERROR, logger="wpotp.api"):
+        r = broken.test_client().post("/v1/otp/send", headers=api_key.headers, json={"recipient": "+905551112233"})
     assert r.status_code == 503
     assert r.json["error"]["code"] == "SERVICE_UNAVAILABLE"
+    # The log names what failed, down to the driver's error, but not its message (SQLAlchemy's
+    # quotes the statement and its parameters).
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "wpotp.api"]
+    assert lines == ["backing service unavailable: OperationalError (sqlite3.OperationalError)"], lines
 
 
 def test_readyz_names_what_is_down(make_app, app):
