@@ -22,8 +22,13 @@ from .settings import refresh_settings
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
 
-def create_app(config: Config | None = None) -> Flask:
-    """Build the Flask app. No side effects at import time; everything hangs off `config`."""
+def create_app(config: Config | None = None, serve_http: bool = True) -> Flask:
+    """Build the Flask app. No side effects at import time; everything hangs off `config`.
+
+    serve_http=False builds what a worker process needs (the database, Redis, the limiter, the
+    queue, the CLI, /metrics' counters) without the API, the dialects, the console and the
+    receipt endpoints: their modules (pydantic's schemas, the forms, the pages) are not even
+    imported, about 6 MB of the worker's memory (`wpotp worker`, wpotp/jobs/main.py)."""
     if config is None:
         config = Config.from_env()
     elif not hasattr(config, "SQLALCHEMY_DATABASE_URI"):
@@ -52,16 +57,24 @@ def create_app(config: Config | None = None) -> Flask:
         _ping_when_idle(db.engine, app.config["DATABASE_PING_AFTER_MS"] / 1000)
 
     from . import models
-    from .api import bp as api_bp
-    from .api.errors import register_error_handlers
     from .cache import watch_bulk_changes
     from .cli import cli
+
+    watch_bulk_changes()  # the one Session listener left: hand-run bulk UPDATEs of cached rows
+    app.cli.add_command(cli)
+    app.cli.add_command(migration_commands)
+    from . import metrics
+
+    if not serve_http:
+        metrics.init_app(app)  # the job counters; /metrics is registered but nobody asks a worker
+        return app
+    from .api import bp as api_bp
+    from .api.errors import register_error_handlers
     from .compat import register_compat
     from .console import bp as console_bp
     from .health import bp as health_bp
     from .inbound import bp as inbound_bp
 
-    watch_bulk_changes()  # the one Session listener left: hand-run bulk UPDATEs of cached rows
     login_manager.user_loader(lambda user_id: db.session.get(models.User, user_id))
     csrf.exempt(api_bp)  # the API authenticates with keys, not cookies
     app.register_blueprint(api_bp)
@@ -71,12 +84,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(inbound_bp)
     app.register_blueprint(console_bp)
     register_compat(app)
-    from . import metrics
-
     metrics.init_app(app)  # /metrics, and a count and a latency for every answer (wpotp/metrics.py)
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))
-    app.cli.add_command(cli)
-    app.cli.add_command(migration_commands)
     register_error_handlers(app)
     return app
 

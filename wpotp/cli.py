@@ -332,10 +332,17 @@ def dev_key_secret(key_id: str) -> str:
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="jobs in flight at once in this process (default: WORKER_THREADS)")
 def worker_command(burst: bool, threads: int | None) -> None:
-    """An RQ worker on every queue, with the scheduler and the periodic-job ticker."""
+    """An RQ worker on every queue, with the scheduler and the periodic-job ticker.
+
+    Run from a shell (not in a test app), the process becomes the lean worker of
+    wpotp/jobs/main.py: the same PID and options, without the web app's modules."""
+    app = current_app._get_current_object()
+    if not app.testing:
+        from .jobs.main import exec_lean_worker
+
+        exec_lean_worker(burst, threads)
     from .jobs.worker import run_workers
 
-    app = current_app._get_current_object()
     run_workers(app, threads or app.config["WORKER_THREADS"], burst=burst)
 
 

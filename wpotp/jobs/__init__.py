@@ -58,7 +58,7 @@ def _app() -> Flask:
     if _worker_app is None:  # a plain `rq worker` process: build the app once
         from .. import create_app
 
-        _worker_app = create_app()
+        _worker_app = create_app(serve_http=False)  # jobs need none of the web app's modules
     return _worker_app
 
 
