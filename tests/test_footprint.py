@@ -1,5 +1,6 @@
-"""What a web process carries: create_app imports no module that only some requests or only the
-workers use (each is RSS in every gunicorn worker: docs/performance.md, "Memory")."""
+"""What a process carries: create_app imports no module that only some requests or only the
+workers use (each is RSS in every gunicorn worker: docs/performance.md, "Memory"), and a
+worker's app (serve_http=False) none that only the web serves."""
 
 import json
 import subprocess
@@ -13,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_IN_A_WEB_PROCESS = ("flask_migrate", "alembic", "mako", "requests", "cryptography.fernet", "cryptography.hazmat")
 
 
-def _modules_after_create_app(tmp_path: Path, code: str = "") -> set[str]:
-    script = ("import json, sys\nfrom wpotp import create_app\napp = create_app()\n" + code +
+def _modules_after_create_app(tmp_path: Path, code: str = "", build: str = "create_app()") -> set[str]:
+    script = (f"import json, sys\nfrom wpotp import create_app\napp = {build}\n" + code +
               "print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "WPOTP_INSTANCE_DIR": str(tmp_path)})
@@ -34,3 +35,17 @@ def test_the_modules_kept_out_still_load_where_they_are_used(tmp_path):
         "with app.app_context():\n    assert unseal_secret(seal_secret('whsec_x')) == 'whsec_x'\n"
         "import wpotp.otp.template_sync\n")
     assert {"requests", "cryptography.fernet"} <= loaded
+
+
+# The API's schemas (pydantic), the console's forms and pages, the dialects and the receipt
+# endpoints: a worker process serves none of them (wpotp/jobs/main.py).
+WEB_ONLY = ("pydantic", "wpotp.api", "wpotp.console", "wpotp.compat", "wpotp.inbound", "wpotp.apidoc")
+
+
+def test_a_worker_app_imports_nothing_only_the_web_serves_and_runs_every_job(tmp_path):
+    loaded = _modules_after_create_app(
+        tmp_path, "import wpotp.jobs.main, wpotp.jobs.worker, wpotp.jobs.send, wpotp.jobs.receipts, "
+                  "wpotp.jobs.webhooks, wpotp.jobs.maintenance, wpotp.jobs.schedule\n",
+        build="create_app(serve_http=False)")
+    assert "wpotp.jobs.send" in loaded and "wpotp.metrics" in loaded  # the app and its jobs really were loaded
+    assert not {m for m in loaded if m.startswith(WEB_ONLY)}
