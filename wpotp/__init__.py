@@ -28,7 +28,7 @@ def create_app(config: Config | None = None, serve_http: bool = True) -> Flask:
     serve_http=False builds what a worker process needs (the database, Redis, the limiter, the
     queue, the CLI, /metrics' counters) without the API, the dialects, the console and the
     receipt endpoints: their modules (pydantic's schemas, the forms, the pages) are not even
-    imported, about 6 MB of the worker's memory (`wpotp worker`, wpotp/jobs/main.py)."""
+    imported, about 10 MB of the worker's memory (`wpotp worker`, wpotp/jobs/main.py)."""
     if config is None:
         config = Config.from_env()
     elif not hasattr(config, "SQLALCHEMY_DATABASE_URI"):

@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select, update
 
 from .cache import bump_epoch
 from .extensions import db
+from .jobs.main import MAX_THREADS
 from .models import ApiKey, App, AuditEntry, Event, User
 from .otp.codes import hash_api_key
 from .otp.templates import seed_default_templates
@@ -329,7 +330,7 @@ def dev_key_secret(key_id: str) -> str:
 
 @cli.command("worker")
 @click.option("--burst", is_flag=True, help="work until the queues are empty, then stop")
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="jobs in flight at once in this process (default: WORKER_THREADS)")
 def worker_command(burst: bool, threads: int | None) -> None:
     """An RQ worker on every queue, with the scheduler and the periodic-job ticker.

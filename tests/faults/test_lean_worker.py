@@ -11,7 +11,7 @@ from tests.helpers import make_key
 from .procs import RedisServer, WorkerProc, wait_until, worker_env
 
 
-def _maps(pid: int) -> str:
+def _maps(pid: int | str) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
@@ -29,7 +29,7 @@ def test_wpotp_worker_hands_its_process_to_the_lean_worker_which_sends(make_app,
             assert b"wpotp.jobs.main" in cmdline and b"--threads" in cmdline, cmdline
             # The web app's modules were never imported: pydantic's compiled core (the API's
             # schemas) is not mapped, as it is in this test process that serves the API.
-            assert "pydantic_core" in Path("/proc/self/maps").read_text()
+            assert "pydantic_core" in _maps("self")
             assert "pydantic_core" not in _maps(worker.pid)
 
             r = web.test_client().post("/v1/otp/send", headers=key.headers, json={"recipient": "+905551110901"})

@@ -37,7 +37,6 @@ _LIVE_KEY = (select(*_KEY_COLUMNS, _APPS.c.api_rate_limit).join_from(_KEYS, _APP
              .where(_KEYS.c.key_hash == bindparam("digest"), _KEYS.c.revoked_at.is_(None)))
 
 
-
 @dataclass(frozen=True, slots=True)
 class LiveKey:
     """The presented key's row as this request read it: a plain record, not an ApiKey (building

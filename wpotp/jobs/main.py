@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # where wpotp/ and config.py are
+MAX_THREADS = 256  # --threads' bound, here and in the `wpotp worker` command
 
 
 def exec_lean_worker(burst: bool, threads: int | None) -> None:
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", action="store_true", help="work until the queues are empty, then stop")
     parser.add_argument("--threads", type=int, default=None, help="jobs in flight at once (default: WORKER_THREADS)")
     args = parser.parse_args(argv)
-    if args.threads is not None and not 1 <= args.threads <= 256:
-        parser.error("--threads must be between 1 and 256")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be between 1 and {MAX_THREADS}")
 
     from wpotp import create_app
     from wpotp.jobs.worker import run_workers
