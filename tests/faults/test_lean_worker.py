@@ -19,7 +19,7 @@ def test_wpotp_worker_hands_its_process_to_the_lean_worker_which_sends(make_app,
     with RedisServer(tmp_path / "redis") as redis_server:
         web = make_app(REDIS_URL=redis_server.url(), RATELIMIT_STORAGE_URI=redis_server.url())
         key = make_key(web)
-        worker = WorkerProc(worker_env(web, redis_server.url()), tmp_path / "w.log", threads=2)
+        worker = WorkerProc(worker_env(web, redis_server.url()), tmp_path / "w.log", threads=2, via_cli=True)
         try:
             wait_until(lambda: web.test_client().get("/readyz").json["workers"] == {"alive": 1}, 30,
                        what="/readyz to count the worker")
