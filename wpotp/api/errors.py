@@ -34,9 +34,9 @@ OUTAGES = (*QUEUE_OUTAGES, OperationalError, InterfaceError)  # Redis or the dat
 
 def outage_name(exc: BaseException) -> str:
     """What failed, for the log: the exception's class and, for a database error, the driver's
-    class and, when the server sent one, the SQLSTATE (`OperationalError (psycopg.errors.DeadlockDetected,
-    40P01)`). Never its
-    message: SQLAlchemy's quotes the statement and its parameters."""
+    class and, when the server sent one, the SQLSTATE
+    (`OperationalError (psycopg.errors.DeadlockDetected, 40P01)`). Never its message:
+    SQLAlchemy's quotes the statement and its parameters."""
     name = type(exc).__name__
     orig = getattr(exc, "orig", None)
     if orig is not None:
